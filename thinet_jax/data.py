@@ -19,7 +19,9 @@ Example:
   >>> from thinet_jax import data
   >>> ds = data.dataset("fashion_mnist", "train", batch_size=128,
   ...                   image_size=32, train=True, seed=0)
-  >>> batch = next(iter(ds))   # {"image": f32[128, 32, 32, 1], "label": i32[128]}
+  >>> batch = next(iter(ds))
+  >>> batch["image"].shape, batch["label"].shape   # f32 and i32
+  ((128, 32, 32, 1), (128,))
 """
 
 from __future__ import annotations
@@ -256,14 +258,19 @@ def load_arrays(
   Returns:
     images: uint8 [N, H, W, C]; labels: int32 [N].
   """
+  if isinstance(data_source, ArraySource):
+    return data_source.images, data_source.labels
   if cache_path and os.path.exists(cache_path):
     with np.load(cache_path) as f:
       return f["image"], f["label"]
   images, labels = [], []
   n = len(data_source)
+  read_many = getattr(
+    data_source, "__getitems__", lambda ids: [data_source[i] for i in ids]
+  )
   with tqdm.tqdm(total=n, desc="decoding", unit="img") as bar:
     for start in range(0, n, chunk):
-      records = data_source.__getitems__(range(start, min(n, start + chunk)))
+      records = read_many(range(start, min(n, start + chunk)))
       images.extend(np.asarray(r["image"]) for r in records)
       labels.extend(int(r["label"]) for r in records)
       bar.update(len(records))
@@ -467,6 +474,24 @@ def pipeline(
   )
 
 
+def _cache_path(name: str, split: str, data_dir: str) -> str:
+  builder = tfds.builder(name, data_dir=data_dir)
+  safe_split = re.sub(r"[^A-Za-z0-9_.%-]", "_", split)
+  return os.path.join(builder.data_dir, "thinet_cache", f"{safe_split}.npz")
+
+
+def arrays(
+  name: str, split: str, data_dir: str | None = None, auto_prepare: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+  """A small split decoded to (uint8 images [N, H, W, C], int32 labels [N]).
+
+  Cached beside the prepared files, like `dataset`'s decoded arrays.
+  """
+  data_dir = os.path.expanduser(data_dir or default_data_dir())
+  src = source(name, split, data_dir, auto_prepare)
+  return load_arrays(src, _cache_path(name, split, data_dir))
+
+
 def dataset(
   name: str,
   split: str,
@@ -482,12 +507,7 @@ def dataset(
   """
   data_dir = os.path.expanduser(data_dir or default_data_dir())
   src = source(name, split, data_dir, auto_prepare)
-  builder = tfds.builder(name, data_dir=data_dir)
-  safe_split = re.sub(r"[^A-Za-z0-9_.%-]", "_", split)
-  pipeline_kwargs.setdefault(
-    "cache_path",
-    os.path.join(builder.data_dir, "thinet_cache", f"{safe_split}.npz"),
-  )
+  pipeline_kwargs.setdefault("cache_path", _cache_path(name, split, data_dir))
   pipeline_kwargs.setdefault("dataset_name", name)
   return pipeline(src, **pipeline_kwargs)
 

@@ -1,0 +1,49 @@
+"""Shared test set-up: small specs, randomised variables."""
+
+import os
+
+# Two virtual CPU devices, so sharded code paths run in every test session.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from thinet_jax import models  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def random_variables(spec, image_size, seed=0):
+  """Random variables of a spec's shapes, drawn with NumPy (no compile).
+
+  Kernels are He-normal over fan-in, so activations keep their scale through
+  deep presets; BatchNorm scale, bias and running statistics are random too,
+  since fresh BatchNorm (mean 0, var 1, scale 1, bias 0) is nearly the
+  identity and a test that forgot it would still pass. (Flax's jitted init
+  of a deep net takes seconds to compile on CPU; the tests only need values.)
+  """
+  x = jax.ShapeDtypeStruct(
+    (1, image_size, image_size, spec.in_channels), np.float32
+  )
+  shapes = jax.eval_shape(models.build(spec).init, jax.random.key(0), x)
+  shapes = {k: v for k, v in shapes.items() if k != models.CONSUMER_INPUTS}
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    collection = path[0].key
+    shape = leaf.shape
+    if name == "kernel":
+      fan_in = int(np.prod(shape[:-1]))
+      value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+    elif collection == "batch_stats" and name == "var":
+      value = rng.uniform(0.5, 2.0, shape)
+    elif collection == "batch_stats" and name == "mean":
+      value = rng.normal(0.0, 0.3, shape)
+    elif name == "scale":
+      value = 1.0 + rng.normal(0.0, 0.2, shape)
+    else:  # conv, dense and BatchNorm biases
+      value = rng.normal(0.0, 0.2, shape)
+    return value.astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
