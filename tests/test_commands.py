@@ -1,0 +1,54 @@
+"""End-to-end smoke runs of the command-line entry points (runlocal)."""
+
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("config", ["fmnist_vgg16", "fmnist_resnet"])
+def test_describe_runlocal(tmp_path, config):
+  result = subprocess.run(
+    [
+      sys.executable, "-m", "train.describe",
+      f"--config=configs/{config}.py:runlocal",
+      f"--workdir={tmp_path}", "--config.batch_size=8",
+    ],
+    capture_output=True, text=True, cwd=ROOT, timeout=600,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads((tmp_path / "report.json").read_text())
+  assert report["examples"] == 16  # 2 eval batches of 8 (runlocal)
+  assert report["config"]["batch_size"] == 8
+  assert 0.0 <= report["accuracy"] <= 1.0
+  assert report["eval_images_per_second"] > 0
+  for consumer in report["consumers"].values():
+    assert 0.0 <= consumer["zero_fraction"] <= 1.0
+    assert consumer["input_shape"][0] == 8
+  # The per-layer table is printed.
+  assert re.search(r"^total\s", result.stdout, re.M), result.stdout
+
+
+def test_bad_config_argument_is_an_error(tmp_path):
+  result = subprocess.run(
+    [
+      sys.executable, "-m", "train.describe",
+      "--config=configs/fmnist_vgg16.py:fast", f"--workdir={tmp_path}",
+    ],
+    capture_output=True, text=True, cwd=ROOT, timeout=600,
+  )  # fmt: skip
+  assert result.returncode != 0
+  assert "unknown config argument 'fast'" in result.stderr
+
+
+def test_readme_python_example_runs():
+  readme = (ROOT / "README.md").read_text()
+  blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+  assert blocks, "README has no Python example"
+  for block in blocks:
+    exec(compile(block, "README.md", "exec"), {})

@@ -1,0 +1,64 @@
+"""Builds a config's model, prints its profile, and runs it over real data.
+
+  python -m train.describe --config configs/fmnist_vgg16.py --workdir runs/x
+
+Writes <workdir>/report.json (profile, captured consumer inputs, accuracy,
+eval throughput) and prints the per-layer table. The model is freshly
+initialised with the config's seed (training comes with `train.main`).
+"""
+
+import json
+import os
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from thinet_jax import data, describe, models, presets, profile
+
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Config file (configs/*.py), optionally ':runlocal'."
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where report.json goes.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  os.makedirs(_WORKDIR.value, exist_ok=True)
+  spec = presets.get(config.model)
+  print(profile.format_table(profile.count(spec, config.image_size)))
+  variables = models.init(spec, jax.random.key(config.seed), config.image_size)
+  eval_data = data.dataset(
+    config.dataset,
+    config.eval_split,
+    data_dir=config.data_dir or None,
+    batch_size=config.batch_size // jax.process_count(),
+    image_size=config.image_size,
+    train=False,
+  )
+  n = None if config.eval_batches < 0 else config.eval_batches
+  report = describe.describe(
+    spec, variables, eval_data, config.image_size, num_batches=n
+  )
+  report["config"] = config.to_dict()
+  path = os.path.join(_WORKDIR.value, "report.json")
+  with open(path, "w") as f:
+    json.dump(report, f, indent=2)
+  ips = report["eval_images_per_second"]
+  print(
+    f"{config.model}: {report['params']:,} params, "
+    f"{profile.human(report['flops'])}FLOPs at {config.image_size}x"
+    f"{config.image_size}; {report['examples']} {config.dataset} "
+    f"{config.eval_split} images, accuracy {report['accuracy']:.4f} "
+    "(untrained), eval "
+    + (f"{ips:,.0f} images/s" if ips else "throughput n/a (one batch)")
+  )
+  logging.info("report written to %s", path)
+  print(f"report: {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)
