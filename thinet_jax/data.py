@@ -352,6 +352,18 @@ class _Fit(grain.transforms.Map):
 
 
 @dataclasses.dataclass(frozen=True)
+class _Masked(grain.transforms.Map):
+  """Index -> record with mask 1, or record 0 with mask 0 past the end."""
+
+  records: Any
+
+  def map(self, i: int):
+    real = i < len(self.records)
+    record = self.records[i if real else 0]
+    return {**record, "mask": np.float32(real)}
+
+
+@dataclasses.dataclass(frozen=True)
 class _Finish:
   """Batch of uint8 images -> augmented (if train), normalised float32."""
 
@@ -369,13 +381,12 @@ class _Finish:
     )
     out = {"image": images, "label": batch["label"].astype(np.int32)}
     if not self.train:  # Pad the last batch so eval sees one shape.
-      n = len(out["label"])
-      pad = self.batch_size - n
+      out["mask"] = batch["mask"]
+      pad = self.batch_size - len(out["label"])
       out = {
         k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)])
         for k, v in out.items()
       }
-      out["mask"] = (np.arange(self.batch_size) < n).astype(np.float32)
     return out
 
 
@@ -406,7 +417,8 @@ def pipeline(
 
   Multi-host: each process reads its own shard of the records
   (`shard_index`/`shard_count`, default `jax.process_index()` and
-  `jax.process_count()`), so `batch_size` is the per-process batch.
+  `jax.process_count()`), so `batch_size` is the per-process batch. All
+  shards yield the same number of batches (see the code for how).
 
   Small datasets (decoded size under 2 GiB, e.g. Fashion-MNIST, CIFAR-10)
   are decoded once into memory (`load_arrays`), since decoding PNG records one
@@ -457,12 +469,17 @@ def pipeline(
     )
   else:
     ds = grain.MapDataset.source(data_source).map(_Fit(image_size))
+  # Every process must see the same number of batches, or a multi-host jit
+  # waits forever: train shards drop the few records past a multiple of
+  # shard_count; eval shards are padded to equal length with masked records.
   n = len(ds)
   if train:
-    n -= n % shard_count  # Equal shards, so every process takes equal steps.
-  ds = ds[shard_index:n:shard_count]
-  if train:
-    ds = ds.shuffle(seed=seed)
+    ds = ds[shard_index : n - n % shard_count : shard_count].shuffle(seed=seed)
+  else:
+    per_shard = -(-n // shard_count)
+    ds = grain.MapDataset.range(
+      shard_index, per_shard * shard_count, shard_count
+    ).map(_Masked(ds))
   if num_epochs != 1:
     ds = ds.repeat(num_epochs)
   ds = ds.batch(batch_size, drop_remainder=train)
