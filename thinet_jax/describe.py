@@ -7,6 +7,7 @@ activation capture under jit) on real data, and measures the eval forward.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -41,24 +42,27 @@ def describe(
     and the measured eval throughput (images/s, excluding compilation).
   """
   prof = profile.count(spec, image_size)
-  model = models.build(spec)
-
-  forward = jax.jit(model.apply)
+  forward = jax.jit(models.build(spec).apply)
 
   @jax.jit
-  def zero_fractions(variables, images):
+  def zeros_per_consumer(variables, images, mask):
+    """Sum over real examples of each consumer input's zero fraction."""
     captured = models.consumer_inputs(spec, variables, images)
-    return {k: jnp.mean(v == 0) for k, v in captured.items()}
+    return {
+      k: jnp.sum(jnp.mean(v == 0, axis=(1, 2, 3)) * mask)
+      for k, v in captured.items()
+    }
 
-  correct = total = 0.0
+  correct = total = seconds = 0.0
   zeros: dict[str, float] = {}
   shapes: dict[str, list[int]] = {}
-  seconds, timed_images, n = 0.0, 0, 0
-  for batch in tqdm.tqdm(batches, total=num_batches, desc="eval", unit="batch"):
-    if num_batches is not None and n >= num_batches:
-      break
+  timed_images = 0
+  batches = itertools.islice(batches, num_batches)
+  for n, batch in enumerate(
+    tqdm.tqdm(batches, total=num_batches, desc="eval", unit="batch")
+  ):
     images = jnp.asarray(batch["image"])
-    mask = np.asarray(batch.get("mask", np.ones(len(batch["label"]))))
+    mask = np.asarray(batch.get("mask", np.ones(len(images))), np.float32)
     start = time.perf_counter()
     logits = jax.block_until_ready(forward(variables, images))
     if n > 0:  # The first call compiles.
@@ -67,18 +71,15 @@ def describe(
     pred = np.asarray(jnp.argmax(logits, -1))
     correct += float(np.sum((pred == batch["label"]) * mask))
     total += float(mask.sum())
-    for k, v in zero_fractions(variables, images).items():
+    for k, v in zeros_per_consumer(variables, images, mask).items():
       zeros[k] = zeros.get(k, 0.0) + float(v)
     if not shapes:
-      shapes = {
-        k: list(v.shape)
-        for k, v in jax.eval_shape(
-          lambda v, x: models.consumer_inputs(spec, v, x), variables, images
-        ).items()
-      }
-    n += 1
-  if n == 0:
-    raise ValueError("no batches to describe: the eval split is empty")
+      captured = jax.eval_shape(
+        lambda v, x: models.consumer_inputs(spec, v, x), variables, images
+      )
+      shapes = {k: list(v.shape) for k, v in captured.items()}
+  if total == 0:
+    raise ValueError("no examples to describe: the eval split is empty")
   return {
     "model": spec.to_dict(),
     "image_size": image_size,
@@ -88,7 +89,7 @@ def describe(
     "accuracy": correct / max(total, 1.0),
     "examples": int(total),
     "consumers": {
-      k: {"input_shape": shapes[k], "zero_fraction": zeros[k] / n}
+      k: {"input_shape": shapes[k], "zero_fraction": zeros[k] / total}
       for k in zeros
     },
     "eval_images_per_second": timed_images / seconds if seconds else None,
