@@ -23,7 +23,7 @@ def random_variables(spec, image_size, seed=0):
     (1, image_size, image_size, spec.in_channels), np.float32
   )
   shapes = jax.eval_shape(models.build(spec).init, jax.random.key(0), x)
-  shapes = {k: v for k, v in shapes.items() if k != models.CONSUMER_INPUTS}
+  shapes = {k: shapes[k] for k in ("params", "batch_stats") if k in shapes}
   rng = np.random.default_rng(seed)
 
   def fill(path, leaf):

@@ -53,18 +53,23 @@ def relu(x):
   return np.maximum(x, 0.0)
 
 
-def _conv_bn(x, params, stats, name, bn_name, stride=1, act=True):
+def _conv_bn(x, params, stats, name, bn_name, stride=1, act=True, out=None):
   y = conv(x, params[name]["kernel"], stride, params[name].get("bias"))
   if bn_name in params:
     y = batch_norm(y, params[bn_name], stats[bn_name])
-  return relu(y) if act else y
+  if not act:
+    return y
+  y = relu(y)
+  if out is not None:
+    out[name] = y
+  return y
 
 
 def vgg(spec, variables, x):
-  """Returns (logits, {consumer path: input}) for a VGG spec."""
+  """(logits, {consumer path: input}, {producer path: post-ReLU output})."""
   params = _np(variables["params"])
   stats = _np(variables.get("batch_stats", {}))
-  captured = {}
+  captured, produced = {}, {}
   names = iter(spec.vgg_conv_names())
   first = True
   for item in spec.layers:
@@ -75,27 +80,28 @@ def vgg(spec, variables, x):
     if not first:
       captured[name] = x
     first = False
-    x = _conv_bn(x, params, stats, name, "bn" + name[4:])
+    x = _conv_bn(x, params, stats, name, "bn" + name[4:], out=produced)
   if spec.head == "gap":
     captured["fc"] = x
-    return _dense(x.mean(axis=(1, 2)), params["fc"]), captured
+    return _dense(x.mean(axis=(1, 2)), params["fc"]), captured, produced
   captured["fc6"] = x
   x = x.reshape(len(x), -1)
   for i in range(len(spec.fc_widths)):
     x = relu(_dense(x, params[f"fc{6 + i}"]))
-  return _dense(x, params[f"fc{6 + len(spec.fc_widths)}"]), captured
+  logits = _dense(x, params[f"fc{6 + len(spec.fc_widths)}"])
+  return logits, captured, produced
 
 
 def resnet(spec, variables, x):
-  """Returns (logits, {consumer path: input}) for a ResNet spec."""
+  """(logits, {consumer path: input}, {producer path: post-ReLU output})."""
   params = _np(variables["params"])
   stats = _np(variables.get("batch_stats", {}))
-  captured = {}
+  captured, produced = {}, {}
   if spec.stem == "imagenet":
-    x = _conv_bn(x, params, stats, "conv1", "bn_conv1", stride=2)
+    x = _conv_bn(x, params, stats, "conv1", "bn_conv1", 2, out=produced)
     x = max_pool(x, 3, 2, pad=1)
   else:
-    x = _conv_bn(x, params, stats, "conv1", "bn_conv1")
+    x = _conv_bn(x, params, stats, "conv1", "bn_conv1", out=produced)
   names = iter(spec.resnet_block_names())
   for stage, n in enumerate(spec.stage_sizes):
     for b in range(n):
@@ -104,14 +110,14 @@ def resnet(spec, variables, x):
       stride = 2 if (b == 0 and stage > 0) else 1
       sa, sb = (stride, 1) if spec.stride_placement == "caffe" else (1, stride)
       y = _conv_bn(x, p, s, "branch2a", "bn_branch2a", sa)
-      captured[f"{block}/branch2b"] = y
+      captured[f"{block}/branch2b"] = produced[f"{block}/branch2a"] = y
       y = _conv_bn(y, p, s, "branch2b", "bn_branch2b", sb)
-      captured[f"{block}/branch2c"] = y
+      captured[f"{block}/branch2c"] = produced[f"{block}/branch2b"] = y
       y = _conv_bn(y, p, s, "branch2c", "bn_branch2c", act=False)
       if b == 0:
         x = _conv_bn(x, p, s, "branch1", "bn_branch1", stride, act=False)
       x = relu(x + y)
-  return _dense(x.mean(axis=(1, 2)), params["fc"]), captured
+  return _dense(x.mean(axis=(1, 2)), params["fc"]), captured, produced
 
 
 def _dense(x, p):

@@ -5,11 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference
-from conftest import random_variables
 
 from thinet_jax import models, presets, profile
 from thinet_jax.spec import ModelSpec
+
+import reference
+from conftest import random_variables
 
 SMALL_SPECS = {
   "vgg_fc_bn": ModelSpec(
@@ -63,7 +64,7 @@ def test_forward_and_captures_match_numpy_reference(name):
   variables = random_variables(spec, size)
   x = np.random.default_rng(1).normal(size=(2, size, size, 2))
   ref = reference.vgg if spec.family == "vgg" else reference.resnet
-  want_logits, want_inputs = ref(spec, variables, x)
+  want_logits, want_inputs, want_outputs = ref(spec, variables, x)
 
   logits = jax.jit(models.build(spec).apply)(variables, jnp.asarray(x))
   np.testing.assert_allclose(logits, want_logits, rtol=1e-4, atol=1e-4)
@@ -78,6 +79,15 @@ def test_forward_and_captures_match_numpy_reference(name):
   for path, want in want_inputs.items():
     np.testing.assert_allclose(got[path], want, rtol=1e-4, atol=1e-4)
     assert np.all(np.asarray(got[path]) >= 0), f"{path} is post-ReLU"
+
+  # Producers' post-ReLU outputs (before pooling), for APoZ.
+  outputs = jax.jit(lambda v, x: models.producer_outputs(spec, v, x))(
+    variables, jnp.asarray(x)
+  )
+  assert list(outputs) == models.producer_names(spec)
+  assert set(outputs) == set(want_outputs)
+  for path, want in want_outputs.items():
+    np.testing.assert_allclose(outputs[path], want, rtol=1e-4, atol=1e-4)
 
 
 def test_capture_subset_and_unknown_name():

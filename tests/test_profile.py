@@ -3,12 +3,13 @@
 import jax
 import jax.numpy as jnp
 import pytest
-from conftest import random_variables
 from jax import lax
 
 from benchmarks import presets_table
 from thinet_jax import models, presets, profile
 from thinet_jax.spec import ModelSpec
+
+from conftest import random_variables
 
 
 def _xla_flops(fn, *args) -> float:

@@ -18,7 +18,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from thinet_jax.models.common import CONSUMER_INPUTS, INPUT_SUFFIX
+from thinet_jax.models.common import (
+  CONSUMER_INPUTS,
+  INPUT_SUFFIX,
+  OUTPUT_SUFFIX,
+  PRODUCER_OUTPUTS,
+)
 from thinet_jax.models.resnet import Bottleneck, ResNet
 from thinet_jax.models.vgg import VGG
 from thinet_jax.spec import ModelSpec
@@ -32,6 +37,9 @@ __all__ = [
   "init",
   "consumer_names",
   "consumer_inputs",
+  "producer_names",
+  "producer_outputs",
+  "PRODUCER_OUTPUTS",
 ]
 
 
@@ -48,7 +56,11 @@ def init(
   """Fresh variables ({"params", "batch_stats"?}) for `image_size` inputs."""
   x = jnp.zeros((batch_size, image_size, image_size, spec.in_channels))
   variables = jax.jit(build(spec).init)(key, x)
-  return {k: v for k, v in variables.items() if k != CONSUMER_INPUTS}
+  return {
+    k: v
+    for k, v in variables.items()
+    if k not in (CONSUMER_INPUTS, PRODUCER_OUTPUTS)
+  }
 
 
 def consumer_names(spec: ModelSpec) -> list[str]:
@@ -61,6 +73,32 @@ def consumer_names(spec: ModelSpec) -> list[str]:
     for block in spec.resnet_block_names()
     for consumer in ("branch2b", "branch2c")
   ]
+
+
+def producer_names(spec: ModelSpec) -> list[str]:
+  """Paths of every conv whose post-ReLU output is captured."""
+  if spec.family == "vgg":
+    return spec.vgg_conv_names()
+  return ["conv1"] + [
+    f"{block}/{producer}"
+    for block in spec.resnet_block_names()
+    for producer in ("branch2a", "branch2b")
+  ]
+
+
+def _capture(spec, variables, x, collection, suffix, names, known):
+  _, state = build(spec).apply(variables, x, mutable=[collection])
+  flat = flax.traverse_util.flatten_dict(state[collection], sep="/")
+  captured = {
+    path.removesuffix(suffix): values[0] for path, values in flat.items()
+  }
+  wanted = known if names is None else names
+  missing = [n for n in wanted if n not in captured]
+  if missing:
+    raise KeyError(
+      f"nothing captured for {missing}; this spec's names are {known}"
+    )
+  return {n: captured[n] for n in wanted}
 
 
 def consumer_inputs(
@@ -86,16 +124,24 @@ def consumer_inputs(
   Returns:
     {path: activation} for the requested names.
   """
-  _, state = build(spec).apply(variables, x, mutable=[CONSUMER_INPUTS])
-  flat = flax.traverse_util.flatten_dict(state[CONSUMER_INPUTS], sep="/")
-  captured = {
-    path.removesuffix(INPUT_SUFFIX): values[0] for path, values in flat.items()
-  }
-  wanted = consumer_names(spec) if names is None else names
-  missing = [n for n in wanted if n not in captured]
-  if missing:
-    raise KeyError(
-      f"no captured input for {missing}; this spec's consumers are "
-      f"{consumer_names(spec)}"
-    )
-  return {n: captured[n] for n in wanted}
+  return _capture(
+    spec, variables, x, CONSUMER_INPUTS, INPUT_SUFFIX, names,
+    consumer_names(spec),
+  )  # fmt: skip
+
+
+def producer_outputs(
+  spec: ModelSpec,
+  variables: dict[str, Any],
+  x: jax.Array,
+  names: list[str] | None = None,
+) -> dict[str, jax.Array]:
+  """Post-ReLU outputs of convs (before pooling), by path; eval mode.
+
+  What APoZ (average percentage of zeros, Hu et al. 2016) is measured on.
+  Same conventions as `consumer_inputs`; names from `producer_names(spec)`.
+  """
+  return _capture(
+    spec, variables, x, PRODUCER_OUTPUTS, OUTPUT_SUFFIX, names,
+    producer_names(spec),
+  )  # fmt: skip

@@ -10,14 +10,19 @@ import jax.numpy as jnp
 # Collection that holds every prunable consumer's input (see
 # `models.consumer_inputs`).
 CONSUMER_INPUTS = "consumer_inputs"
-# Suffix of the sown names: a sown variable may not share its module's name.
+# Collection that holds every ReLU'd conv output (the producer's post-ReLU
+# map, before any pooling): what APoZ (Hu et al. 2016) counts zeros of.
+PRODUCER_OUTPUTS = "producer_outputs"
+# Suffixes of the sown names: a sown variable may not share a module's name.
 INPUT_SUFFIX = "_input"
+OUTPUT_SUFFIX = "_output"
 
 # He initialisation over fan-out, as torchvision and Caffe's "msra" filler.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def conv_bn(
+  module: nn.Module,
   x: jnp.ndarray,
   width: int,
   name: str,
@@ -32,9 +37,10 @@ def conv_bn(
 ) -> jnp.ndarray:
   """kxk conv with Caffe/PyTorch padding (k // 2), optional BN, optional ReLU.
 
-  Must be called inside a compact module: the layers become that module's
-  children `name` and `bn_name`. With BatchNorm the conv has no bias (the BN
-  shift replaces it).
+  Called inside `module`'s compact `__call__`: the layers become its children
+  `name` and `bn_name`, and the post-ReLU output is sown into its
+  `producer_outputs` collection as `name`. With BatchNorm the conv has no
+  bias (the BN shift replaces it).
   """
   pad = kernel // 2
   x = nn.Conv(
@@ -55,7 +61,11 @@ def conv_bn(
       dtype=dtype,
       name=bn_name,
     )(x)
-  return nn.relu(x) if relu else x
+  if not relu:
+    return x
+  x = nn.relu(x)
+  module.sow(PRODUCER_OUTPUTS, name + OUTPUT_SUFFIX, x)
+  return x
 
 
 def sow_input(module: nn.Module, consumer: str, x: jnp.ndarray) -> None:

@@ -37,6 +37,7 @@ class Bottleneck(nn.Module):
     stride_a, stride_b = (self.stride, 1) if caffe else (1, self.stride)
     common = dict(batch_norm=self.batch_norm, train=train, dtype=self.dtype)
     y = conv_bn(
+      self,
       x,
       self.widths[0],
       "branch2a",
@@ -47,6 +48,7 @@ class Bottleneck(nn.Module):
     )
     sow_input(self, "branch2b", y)
     y = conv_bn(
+      self,
       y,
       self.widths[1],
       "branch2b",
@@ -57,6 +59,7 @@ class Bottleneck(nn.Module):
     )
     sow_input(self, "branch2c", y)
     y = conv_bn(
+      self,
       y,
       self.out_width,
       "branch2c",
@@ -67,6 +70,7 @@ class Bottleneck(nn.Module):
     )
     if self.projection:
       x = conv_bn(
+        self,
         x,
         self.out_width,
         "branch1",
@@ -94,11 +98,20 @@ class ResNet(nn.Module):
     common = dict(batch_norm=spec.batch_norm, train=train, dtype=self.dtype)
     if spec.stem == "imagenet":
       x = conv_bn(
-        x, spec.stem_width, "conv1", "bn_conv1", kernel=7, stride=2, **common
+        self,
+        x,
+        spec.stem_width,
+        "conv1",
+        "bn_conv1",
+        kernel=7,
+        stride=2,
+        **common,
       )
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
-      x = conv_bn(x, spec.stem_width, "conv1", "bn_conv1", kernel=3, **common)
+      x = conv_bn(
+        self, x, spec.stem_width, "conv1", "bn_conv1", kernel=3, **common
+      )
     names = iter(spec.resnet_block_names())
     widths = iter(spec.block_widths)
     for stage, (n_blocks, out_width) in enumerate(

@@ -44,6 +44,7 @@ class VGG(nn.Module):
         sow_input(self, name, x)
       first = False
       x = conv_bn(
+        self,
         x,
         item,
         name,

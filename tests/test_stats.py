@@ -1,0 +1,242 @@
+"""Gram statistics against brute-force NumPy loops over explicit samples."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from thinet_jax import groups, models, stats
+from thinet_jax.spec import ModelSpec
+
+import reference
+from conftest import random_variables
+
+
+def _same_pads(size, k, s):
+  out = math.ceil(size / s)
+  total = max((out - 1) * s + k - size, 0)
+  return total // 2, total - total // 2
+
+
+def brute_conv_rows(x, kernel, stride, pads):
+  """Every sample's contribution row xhat[(b, p, d), :], by explicit loops."""
+  (pt, pb), (pl, pr) = pads
+  xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  kh, kw, c, d = kernel.shape
+  ho = (xp.shape[1] - kh) // stride + 1
+  wo = (xp.shape[2] - kw) // stride + 1
+  rows = []
+  for b in range(x.shape[0]):
+    for i in range(ho):
+      for j in range(wo):
+        patch = xp[
+          b, i * stride : i * stride + kh, j * stride : j * stride + kw
+        ]
+        for o in range(d):
+          rows.append(np.einsum("uvc,uvc->c", patch, kernel[..., o]))
+  return np.array(rows)
+
+
+def _data(shape_x, shape_k, seed=0):
+  rng = np.random.default_rng(seed)
+  x = np.maximum(rng.normal(size=shape_x), 0.0)  # post-ReLU-like
+  return x.astype(np.float32), rng.normal(size=shape_k).astype(np.float32)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("padding", ["SAME", "VALID", "torch"])
+def test_exhaustive_conv_gram_equals_brute_force(k, stride, padding):
+  x, kernel = _data((2, 7, 6, 4), (k, k, 4, 3))
+  if padding == "SAME":
+    pads = (_same_pads(7, k, stride), _same_pads(6, k, stride))
+    arg = "SAME"
+  elif padding == "VALID":
+    pads, arg = ((0, 0), (0, 0)), "VALID"
+  else:  # Symmetric k // 2, as our models pad.
+    pads, arg = ((k // 2, k // 2), (k // 2, k // 2)), k // 2
+  rows = brute_conv_rows(
+    x.astype(np.float64), kernel.astype(np.float64), stride, pads
+  )
+  gram, count = stats.conv_gram(x, kernel, (stride, stride), arg, "exhaustive")
+  assert count == len(rows)
+  np.testing.assert_allclose(gram, rows.T @ rows, rtol=2e-5, atol=1e-4)
+
+
+def test_sampled_conv_gram_uses_the_drawn_samples():
+  x, kernel = _data((3, 6, 6, 5), (3, 3, 5, 4), seed=1)
+  key = jax.random.key(7)
+  gram, count = stats.conv_gram(
+    x, kernel, (2, 2), 1, "sampled", key=key, samples_per_image=6
+  )
+  assert count == 18
+  # Replay the draws, then build each sampled row by brute force.
+  kpos, kout = jax.random.split(key)
+  pos = np.asarray(jax.random.randint(kpos, (3, 6), 0, 9))  # Ho * Wo = 3 * 3
+  out = np.asarray(jax.random.randint(kout, (3, 6), 0, 4))
+  all_rows = brute_conv_rows(
+    x.astype(np.float64), kernel.astype(np.float64), 2, ((1, 1), (1, 1))
+  ).reshape(3, 9, 4, 5)
+  rows = np.array(
+    [all_rows[b, pos[b, s], out[b, s]] for b in range(3) for s in range(6)]
+  )
+  np.testing.assert_allclose(gram, rows.T @ rows, rtol=2e-5, atol=1e-4)
+
+
+def test_sampled_gram_is_unbiased():
+  """E[G_sampled] = S / (Ho Wo D) * G_exhaustive, per image."""
+  x, kernel = _data((2, 5, 5, 3), (3, 3, 3, 4), seed=2)
+  s, draws = 4, 4000
+  exhaustive, _ = stats.conv_gram(x, kernel, (1, 1), 1, "exhaustive")
+  keys = jax.random.split(jax.random.key(0), draws)
+  sampled = jax.vmap(
+    lambda key: stats.conv_gram(
+      x, kernel, (1, 1), 1, "sampled", key=key, samples_per_image=s
+    )[0]
+  )(keys)
+  sampled = np.asarray(sampled, np.float64)
+  expected = np.asarray(exhaustive) * s / (5 * 5 * 4)
+  # The mean of `draws` independent draws has standard error std / sqrt(n);
+  # 5 standard errors bound every entry with overwhelming probability.
+  stderr = sampled.std(axis=0) / np.sqrt(draws)
+  assert np.all(np.abs(sampled.mean(axis=0) - expected) <= 5 * stderr + 1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["flatten", "gap"])
+def test_dense_gram_equals_brute_force(pooling):
+  rng = np.random.default_rng(3)
+  x = np.maximum(rng.normal(size=(3, 2, 3, 4)), 0).astype(np.float32)
+  rows_in = 2 * 3 * 4 if pooling == "flatten" else 4
+  kernel = rng.normal(size=(rows_in, 5)).astype(np.float32)
+  rows = []
+  for b in range(3):
+    for d in range(5):
+      if pooling == "flatten":
+        w = kernel[:, d].reshape(2, 3, 4)  # NHWC flatten order
+        rows.append(np.einsum("hwc,hwc->c", x[b], w))
+      else:
+        rows.append(x[b].mean(axis=(0, 1)) * kernel[:, d])
+  rows = np.array(rows, np.float64)
+  gram, count = stats.dense_gram(x, kernel, pooling, "exhaustive")
+  assert count == 15
+  np.testing.assert_allclose(gram, rows.T @ rows, rtol=2e-5, atol=1e-5)
+  # Sampled: the rows of the drawn (image, unit) pairs.
+  key = jax.random.key(1)
+  gram_s, count_s = stats.dense_gram(
+    x, kernel, pooling, "sampled", key=key, samples_per_image=2
+  )
+  units = np.asarray(jax.random.randint(key, (3, 2), 0, 5))
+  picked = np.array(
+    [rows[b * 5 + units[b, s]] for b in range(3) for s in range(2)]
+  )
+  assert count_s == 6
+  np.testing.assert_allclose(gram_s, picked.T @ picked, rtol=2e-5, atol=1e-5)
+
+
+def test_mask_drops_images():
+  x, kernel = _data((3, 5, 5, 3), (3, 3, 3, 2))
+  mask = jnp.array([1.0, 0.0, 1.0])
+  gram, count = stats.conv_gram(x, kernel, padding=1, mask=mask)
+  want, want_count = stats.conv_gram(x[[0, 2]], kernel, padding=1)
+  np.testing.assert_allclose(gram, want, rtol=1e-5)
+  assert float(count) == want_count
+
+
+def test_bad_arguments():
+  x, kernel = _data((1, 4, 4, 3), (3, 3, 2, 2))
+  with pytest.raises(ValueError, match="input channels"):
+    stats.conv_gram(x, kernel)
+  x, kernel = _data((1, 4, 4, 3), (3, 3, 3, 2))
+  with pytest.raises(ValueError, match="mode must be"):
+    stats.conv_gram(x, kernel, mode="full")
+  with pytest.raises(ValueError, match="PRNG key"):
+    stats.conv_gram(x, kernel, mode="sampled")
+  with pytest.raises(ValueError, match="padding"):
+    stats.conv_gram(x, kernel, padding="FULL")
+
+
+SPEC = ModelSpec(
+  family="vgg", layers=(4, "M", 5, 3), head="fc", fc_widths=(6,),
+  batch_norm=True, num_classes=3, in_channels=2,
+)  # fmt: skip
+
+
+def _batches(n, seed=0):
+  rng = np.random.default_rng(seed)
+  return [
+    {"image": rng.normal(size=(3, 8, 8, 2)).astype(np.float32)}
+    for _ in range(n)
+  ]
+
+
+@pytest.mark.parametrize("name", ["conv1_1", "conv2_2"])
+def test_collect_streams_exact_statistics(name):
+  variables = random_variables(SPEC, 8)
+  group = groups.get(SPEC, name)
+  batches = _batches(3)
+  got = stats.collect(SPEC, variables, group, batches, mode="exhaustive")
+  gram = np.zeros((group.width, group.width))
+  zeros, positions, count = np.zeros(group.width), 0, 0
+  for batch in batches:
+    _, inputs, outputs = reference.vgg(SPEC, variables, batch["image"])
+    x = inputs[group.consumer]
+    if group.consumer_kind == "conv":
+      kernel = np.asarray(
+        variables["params"][group.consumer]["kernel"], np.float64
+      )
+      rows = brute_conv_rows(x, kernel, 1, ((1, 1), (1, 1)))
+    else:
+      kernel = np.asarray(variables["params"]["fc6"]["kernel"], np.float64)
+      rows = np.einsum("bhwc,hwcd->bdc", x, kernel.reshape(*x.shape[1:], -1))
+      rows = rows.reshape(-1, group.width)
+    gram += rows.T @ rows
+    count += len(rows)
+    y = outputs[group.producer]
+    zeros += (y == 0).sum(axis=(0, 1, 2))
+    positions += y.shape[0] * y.shape[1] * y.shape[2]
+  assert got.count == count and got.images == 9
+  np.testing.assert_allclose(got.gram, gram, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(got.zero_fraction, zeros / positions, atol=1e-6)
+  assert 0 < got.zero_fraction.mean() < 1
+
+
+def test_collect_names_the_layer_with_nans():
+  variables = random_variables(SPEC, 8)
+  kernel = np.array(variables["params"]["conv2_1"]["kernel"])
+  kernel[0, 0, 0, 0] = np.nan
+  variables["params"]["conv2_1"]["kernel"] = kernel
+  with pytest.raises(FloatingPointError, match="output of conv2_1"):
+    stats.collect(
+      SPEC, variables, groups.get(SPEC, "conv2_1"), _batches(1),
+      mode="sampled", key=jax.random.key(0),
+    )  # fmt: skip
+  images = _batches(1)
+  images[0]["image"][0, 0, 0, 0] = np.inf
+  with pytest.raises(FloatingPointError, match="conv1_1"):
+    stats.collect(
+      SPEC, random_variables(SPEC, 8), groups.get(SPEC, "conv1_1"), images,
+      mode="exhaustive",
+    )  # fmt: skip
+
+
+def test_collect_does_not_recompile_per_batch():
+  variables = random_variables(SPEC, 8)
+  group = groups.get(SPEC, "conv2_1")
+  seen = []
+  original = models.consumer_inputs
+
+  def spy(*args, **kwargs):
+    seen.append(1)  # Runs once per trace, not once per call.
+    return original(*args, **kwargs)
+
+  models.consumer_inputs = spy
+  try:
+    stats.collect(
+      SPEC, variables, group, _batches(4), mode="sampled",
+      key=jax.random.key(0), progress=False,
+    )  # fmt: skip
+  finally:
+    models.consumer_inputs = original
+  assert len(seen) == 1

@@ -1,0 +1,192 @@
+"""Channel selection: the paper's greedy order and baseline criteria.
+
+Every criterion returns a *removal order*: an int32 permutation of the C
+channels, the first removed first. The kept set for any keep count n is the
+last n entries (`keep_indices`), so one order answers every ratio.
+
+ThiNet's greedy (paper Algorithm 1, as the official code runs it) removes,
+one at a time, the channel c minimising the squared norm of the summed
+contributions of everything removed so far plus c:
+
+    f(T + c) = f(T) + 2 (G 1_T)_c + G_cc,         G = sum xhat xhat^T
+
+With a running `G 1_T` a step costs O(C) and the order O(C^2); all candidates
+are scored at once in one jitted `lax.fori_loop`. Ties go to the lowest index,
+as in the official loop's strict `<`.
+
+Baselines (same result type): `random` (seeded permutation), `weight_sum`
+(L1 norm of each producer filter, smallest removed first; Li et al. 2017),
+`apoz` (average percentage of zeros of the producer's post-ReLU output,
+highest removed first; Hu et al. 2016). All are looked up by name in
+`CRITERIA`.
+
+Example:
+
+  >>> order = select.greedy_order(gram)
+  >>> keep = select.keep_indices(order, select.keep_count(len(order), 0.5))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+
+def _check_gram(gram: jax.Array) -> None:
+  if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
+    raise ValueError(f"gram must be a square [C, C] matrix, got {gram.shape}")
+  if gram.shape[0] < 1:
+    raise ValueError("gram is empty: a group needs at least one channel")
+
+
+def check_symmetric(gram: Any, rtol: float = 1e-4) -> None:
+  """Raises if a (concrete) Gram matrix is not symmetric to `rtol`."""
+  g = np.asarray(gram, np.float64)
+  _check_gram(g)
+  scale = max(np.abs(g).max(), np.finfo(np.float64).tiny)
+  asym = np.abs(g - g.T).max() / scale
+  if not asym <= rtol:  # Also catches NaN.
+    raise ValueError(
+      f"gram is not symmetric (max |G - G^T| / max |G| = {asym:.2e}); a Gram "
+      "matrix is sum xhat xhat^T, so this is not one"
+    )
+
+
+@jax.jit
+def _greedy(gram: jax.Array) -> jax.Array:
+  c = gram.shape[0]
+  diag = jnp.diagonal(gram)
+
+  def step(i, state):
+    removed, g1t, order = state
+    score = jnp.where(removed, jnp.inf, 2.0 * g1t + diag)
+    pick = jnp.argmin(score)  # First minimum: ties to the lowest index.
+    return (
+      removed.at[pick].set(True),
+      g1t + gram[:, pick],
+      order.at[i].set(pick.astype(jnp.int32)),
+    )
+
+  state = (
+    jnp.zeros((c,), bool),
+    jnp.zeros((c,), gram.dtype),
+    jnp.zeros((c,), jnp.int32),
+  )
+  return lax.fori_loop(0, c, step, state)[2]
+
+
+def greedy_order(gram: jax.Array) -> jax.Array:
+  """The paper's greedy removal order over all C channels.
+
+  Args:
+    gram: [C, C] symmetric Gram matrix of channel contributions.
+
+  Returns:
+    int32 [C]: channels in the order the greedy removes them.
+  """
+  gram = jnp.asarray(gram)
+  _check_gram(gram)
+  if not isinstance(gram, jax.core.Tracer):
+    check_symmetric(gram)
+  return _greedy(gram)
+
+
+def keep_count(channels: int, keep_ratio: float) -> int:
+  """`int(C * keep_ratio)`, at least 1 (the official code's rounding)."""
+  if not 0.0 < keep_ratio <= 1.0:
+    raise ValueError(
+      f"keep_ratio must be in (0, 1] (the fraction of channels kept), got "
+      f"{keep_ratio}"
+    )
+  return max(1, int(channels * keep_ratio))
+
+
+def keep_indices(order: jax.Array, n_keep: int) -> jax.Array:
+  """The kept channels, sorted: the last `n_keep` of a removal order."""
+  c = order.shape[0]
+  if not 1 <= n_keep <= c:
+    raise ValueError(
+      f"n_keep must be in [1, {c}] for {c} channels, got {n_keep}"
+    )
+  return jnp.sort(jnp.asarray(order)[c - n_keep :]).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionInputs:
+  """What a criterion may look at; any field may be None if unused.
+
+  gram: [C, C] Gram matrix of the group's contributions.
+  zero_fraction: [C] APoZ of the producer's post-ReLU output.
+  producer_kernel: producer kernel [kh, kw, Cin, C].
+  key: PRNG key.
+  """
+
+  gram: Any = None
+  zero_fraction: Any = None
+  producer_kernel: Any = None
+  key: Any = None
+
+
+def _need(inputs: SelectionInputs, field: str, criterion: str):
+  value = getattr(inputs, field)
+  if value is None:
+    raise ValueError(f"criterion {criterion!r} needs SelectionInputs.{field}")
+  return value
+
+
+def _thinet(inputs: SelectionInputs) -> jax.Array:
+  return greedy_order(_need(inputs, "gram", "thinet"))
+
+
+def _random(inputs: SelectionInputs) -> jax.Array:
+  key = _need(inputs, "key", "random")
+  n = _width(inputs)
+  return jax.random.permutation(key, n).astype(jnp.int32)
+
+
+def _weight_sum(inputs: SelectionInputs) -> jax.Array:
+  kernel = jnp.asarray(_need(inputs, "producer_kernel", "weight_sum"))
+  norms = jnp.sum(jnp.abs(kernel.reshape(-1, kernel.shape[-1])), axis=0)
+  return jnp.argsort(norms, stable=True).astype(jnp.int32)
+
+
+def _apoz(inputs: SelectionInputs) -> jax.Array:
+  apoz = jnp.asarray(_need(inputs, "zero_fraction", "apoz"))
+  return jnp.argsort(-apoz, stable=True).astype(jnp.int32)
+
+
+def _width(inputs: SelectionInputs) -> int:
+  for field, axis in (
+    ("gram", 0),
+    ("zero_fraction", 0),
+    ("producer_kernel", -1),
+  ):
+    value = getattr(inputs, field)
+    if value is not None:
+      return int(np.shape(value)[axis])
+  raise ValueError("random needs the channel count: pass gram or zero_fraction")
+
+
+CRITERIA: dict[str, Callable[[SelectionInputs], jax.Array]] = {
+  "thinet": _thinet,
+  "random": _random,
+  "weight_sum": _weight_sum,
+  "apoz": _apoz,
+}
+
+
+def removal_order(criterion: str, inputs: SelectionInputs) -> jax.Array:
+  """The removal order of a named criterion (see `CRITERIA`)."""
+  try:
+    fn = CRITERIA[criterion]
+  except KeyError:
+    raise KeyError(
+      f"unknown criterion {criterion!r}; known: {', '.join(CRITERIA)}"
+    ) from None
+  return fn(inputs)

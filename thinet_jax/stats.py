@@ -1,0 +1,359 @@
+"""Gram statistics of channel contributions: everything ThiNet needs.
+
+Consumer layer L (the one whose output is reconstructed) has kernel
+`W[kh, kw, C, D]` (HWIO), stride s and padding; its input is the producer's
+post-ReLU, post-pool output `X[B, H, W, C]`. One *sample* is one (image,
+output position, output channel) triple, and channel c contributes
+
+    xhat[(b, p, d), c] = sum_u W[u, c, d] * X[b, s*p + u - pad, c]
+
+to it, so that the consumer's output minus bias is `sum_c xhat[:, c]` (paper
+eq. 3-5). ThiNet's selection, least squares and error are all functions of
+the Gram matrix `G = sum_samples xhat xhat^T` [C, C] (see ../shared/DESIGN.md):
+statistics stream in O(C^2) memory whatever the number of samples, and add up
+over batches, devices and hosts.
+
+Two sample sets:
+
+* `sampled` (the paper's, section 3.2 and the official code): per image,
+  `samples_per_image` (position, output channel) pairs drawn uniformly and
+  independently (with replacement).
+* `exhaustive`: every position and output channel, computed without
+  materialising xhat: `G[c, c'] = sum_{u,v} A[u,c,v,c'] * M[u,c,v,c']` with
+  the patch covariance `A = sum_{b,p} X[b, p+u, c] X[b, p+v, c']` and
+  `M = sum_d W[u,c,d] W[v,c',d]`.
+
+Dense consumers: after flatten a channel owns its whole map,
+`xhat[(b,d), c] = sum_{h,w} W[(h,w,c), d] X[b,h,w,c]`; after global average
+pooling `xhat[(b,d), c] = W[c, d] * mean_hw X[b,h,w,c]`.
+
+Example:
+
+  >>> gram, count = stats.conv_gram(x, kernel, strides=(1, 1), padding="SAME")
+  >>> order = select.greedy_order(gram)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from jax import lax
+
+from thinet_jax import models
+from thinet_jax.groups import Group
+from thinet_jax.spec import ModelSpec
+
+MODES = ("sampled", "exhaustive")
+
+Padding = str | int | Sequence[tuple[int, int]]
+
+
+def _pads(
+  padding: Padding, hw: tuple[int, int], window: tuple[int, int], strides
+) -> list[tuple[int, int]]:
+  if isinstance(padding, str):
+    if padding.upper() not in ("SAME", "VALID"):
+      raise ValueError(
+        f"padding must be SAME, VALID, an int or pairs: {padding}"
+      )
+    return list(lax.padtype_to_pads(hw, window, strides, padding.upper()))
+  if isinstance(padding, int):
+    return [(padding, padding)] * 2
+  return [tuple(p) for p in padding]
+
+
+def _check_mode(mode: str, key) -> None:
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  if mode == "sampled" and key is None:
+    raise ValueError("mode='sampled' needs a PRNG key: key=jax.random.key(0)")
+
+
+def _weights(mask, batch: int) -> jax.Array:
+  return jnp.ones((batch,), jnp.float32) if mask is None else mask
+
+
+def conv_gram(
+  x: jax.Array,
+  kernel: jax.Array,
+  strides: Sequence[int] = (1, 1),
+  padding: Padding = "SAME",
+  mode: str = "exhaustive",
+  *,
+  key: jax.Array | None = None,
+  samples_per_image: int = 10,
+  mask: jax.Array | None = None,
+) -> tuple[jax.Array, Any]:
+  """Gram matrix of per-channel contributions to a conv consumer's output.
+
+  Args:
+    x: consumer input [B, H, W, C] (post-ReLU, post-pool producer output).
+    kernel: consumer kernel [kh, kw, C, D] (HWIO).
+    strides: consumer strides.
+    padding: "SAME", "VALID", an int, or ((top, bottom), (left, right)).
+      Our models pad k // 2 on every side (PyTorch/Caffe convention): pass
+      that int for stride-2 3x3 convs, where XLA's "SAME" pads (0, 1).
+    mode: "exhaustive" or "sampled".
+    key: PRNG key (sampled mode).
+    samples_per_image: samples drawn per image (sampled mode).
+    mask: optional [B] 0/1 weights; masked images contribute nothing.
+
+  Returns:
+    (gram [C, C] float32, count): count is the number of samples, a Python
+    int, or a scalar array when `mask` is given.
+  """
+  _check_mode(mode, key)
+  x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+  b, h, w, c = x.shape
+  kh, kw, c_in, d = kernel.shape
+  if c_in != c:
+    raise ValueError(
+      f"kernel has {c_in} input channels but x has {c}: kernel {kernel.shape}"
+      f", x {x.shape}"
+    )
+  sh, sw = strides
+  (pt, pb), (pl, pr) = _pads(padding, (h, w), (kh, kw), (sh, sw))
+  xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  ho = (h + pt + pb - kh) // sh + 1
+  wo = (w + pl + pr - kw) // sw + 1
+  weights = _weights(mask, b)
+  wf = kernel.reshape(kh * kw, c, d)
+  offsets = [(u, v) for u in range(kh) for v in range(kw)]
+  if mode == "exhaustive":
+    # Shifted views [k*k, B*Ho*Wo, C]: patch entry u of every output position.
+    views = jnp.stack(
+      [
+        xp[:, u : u + sh * (ho - 1) + 1 : sh, v : v + sw * (wo - 1) + 1 : sw]
+        for u, v in offsets
+      ]
+    )
+    views = views * jnp.sqrt(weights)[None, :, None, None, None]
+    views = views.reshape(kh * kw, b * ho * wo, c)
+    a = jnp.einsum("unc,vnk->ucvk", views, views)
+    m = jnp.einsum("ucd,vkd->ucvk", wf, wf)
+    gram = jnp.einsum("ucvk,ucvk->ck", a, m)
+    per_image = ho * wo * d
+  else:
+    kpos, kout = jax.random.split(key)
+    s = samples_per_image
+    pos = jax.random.randint(kpos, (b, s), 0, ho * wo)
+    out_channel = jax.random.randint(kout, (b, s), 0, d)
+    ph, pw = (pos // wo) * sh, (pos % wo) * sw
+    uh = jnp.array([u for u, _ in offsets])
+    uw = jnp.array([v for _, v in offsets])
+    patches = xp[
+      jnp.arange(b)[:, None, None],
+      ph[:, :, None] + uh,
+      pw[:, :, None] + uw,
+    ]  # [B, S, k*k, C]
+    w_sel = jnp.moveaxis(wf[:, :, out_channel], (2, 3), (0, 1))
+    rows = jnp.sum(patches * w_sel, axis=2)  # [B, S, C]
+    rows = rows * jnp.sqrt(weights)[:, None, None]
+    rows = rows.reshape(b * s, c)
+    gram = rows.T @ rows
+    per_image = s
+  count = b * per_image if mask is None else jnp.sum(mask) * per_image
+  return gram, count
+
+
+def dense_gram(
+  x: jax.Array,
+  kernel: jax.Array,
+  pooling: str = "flatten",
+  mode: str = "exhaustive",
+  *,
+  key: jax.Array | None = None,
+  samples_per_image: int = 10,
+  mask: jax.Array | None = None,
+) -> tuple[jax.Array, Any]:
+  """Gram matrix of per-channel contributions to a dense consumer.
+
+  Args:
+    x: the map before the dense layer, [B, H, W, C].
+    kernel: [H * W * C, D] after "flatten" (rows in NHWC order), or [C, D]
+      after "gap" (global average pooling).
+    pooling: "flatten" or "gap".
+    mode, key, samples_per_image, mask: as in `conv_gram`; a sample is one
+      (image, output unit) pair.
+
+  Returns:
+    (gram [C, C], count), as `conv_gram`.
+  """
+  _check_mode(mode, key)
+  x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+  b, h, w, c = x.shape
+  d = kernel.shape[-1]
+  weights = _weights(mask, b)
+  if pooling == "flatten":
+    if kernel.shape[0] != h * w * c:
+      raise ValueError(
+        f"flatten kernel has {kernel.shape[0]} rows, x gives {h}*{w}*{c}"
+      )
+    wr = kernel.reshape(h * w, c, d)
+    xhat_of = lambda xs, ws: jnp.einsum("bpc,pcd->bdc", xs, ws)  # noqa: E731
+    xs = x.reshape(b, h * w, c)
+  elif pooling == "gap":
+    if kernel.shape[0] != c:
+      raise ValueError(f"gap kernel has {kernel.shape[0]} rows, x has {c}")
+    wr = kernel
+    xs = jnp.mean(x, axis=(1, 2))
+    xhat_of = lambda xs, ws: xs[:, None, :] * ws.T[None]  # noqa: E731
+  else:
+    raise ValueError(f'pooling must be "flatten" or "gap", got {pooling!r}')
+  if mode == "exhaustive":
+    if pooling == "gap":  # Closed form: (m^T m) * (W W^T), elementwise.
+      mw = xs * jnp.sqrt(weights)[:, None]
+      gram = (mw.T @ mw) * (kernel @ kernel.T)
+    else:
+      xhat = xhat_of(xs, wr) * jnp.sqrt(weights)[:, None, None]
+      gram = jnp.einsum("bdc,bdk->ck", xhat, xhat)
+    per_image = d
+  else:
+    s = samples_per_image
+    out_channel = jax.random.randint(key, (b, s), 0, d)
+    xhat = xhat_of(xs, wr)  # [B, D, C]
+    rows = jnp.take_along_axis(xhat, out_channel[:, :, None], axis=1)
+    rows = (rows * jnp.sqrt(weights)[:, None, None]).reshape(b * s, c)
+    gram = rows.T @ rows
+    per_image = s
+  count = b * per_image if mask is None else jnp.sum(mask) * per_image
+  return gram, count
+
+
+class GroupStats(NamedTuple):
+  """Statistics of one group over a stream of batches (host, float64).
+
+  gram: [C, C] sum over samples of xhat xhat^T.
+  count: number of samples.
+  zero_fraction: [C] fraction of zeros of the producer's post-ReLU output
+    per channel (APoZ, Hu et al. 2016), over every image and position.
+  images: number of images seen.
+  """
+
+  gram: np.ndarray
+  count: int
+  zero_fraction: np.ndarray
+  images: int
+
+
+def group_gram(
+  group: Group,
+  consumer_input: jax.Array,
+  consumer_kernel: jax.Array,
+  mode: str,
+  key: jax.Array | None,
+  samples_per_image: int,
+  mask: jax.Array | None = None,
+) -> tuple[jax.Array, Any]:
+  """`conv_gram` or `dense_gram` for a group's consumer (traceable)."""
+  common = dict(
+    mode=mode, key=key, samples_per_image=samples_per_image, mask=mask
+  )
+  if group.consumer_kind == "conv":
+    k = consumer_kernel.shape[0]
+    s = group.consumer_stride
+    return conv_gram(consumer_input, consumer_kernel, (s, s), k // 2, **common)
+  pooling = "gap" if group.consumer_kind == "gap_dense" else "flatten"
+  return dense_gram(consumer_input, consumer_kernel, pooling, **common)
+
+
+def _tree_get(tree, path: str):
+  flat = flax.traverse_util.flatten_dict(tree, sep="/")
+  return flat[path]
+
+
+def collect(
+  spec: ModelSpec,
+  variables: dict[str, Any],
+  group: Group,
+  batches: Iterable[dict[str, Any]],
+  *,
+  mode: str = "sampled",
+  key: jax.Array | None = None,
+  samples_per_image: int = 10,
+  max_batches: int | None = None,
+  progress: bool = True,
+) -> GroupStats:
+  """Runs the model over `batches` and accumulates one group's statistics.
+
+  One jitted call per batch captures the consumer's input and the
+  producer's output (eval mode), computes the batch Gram matrix and zero
+  counts, and checks every value is finite; the host adds them up in
+  float64. Batches may carry a 0/1 "mask" (padded eval batches).
+
+  Args:
+    spec, variables: the (current, possibly already pruned) model.
+    group: from `groups.get(spec, name)`.
+    batches: dicts with "image" [B, H, W, C_in] (and optionally "mask").
+    mode: "sampled" (paper) or "exhaustive".
+    key: PRNG key for sampled mode (folded with the batch index).
+    samples_per_image: paper: 10.
+    max_batches: stop after this many.
+    progress: show a progress bar.
+
+  Returns:
+    GroupStats.
+
+  Raises:
+    FloatingPointError: NaN or inf in the producer's output or the
+      consumer's input; the message names the layer and the batch.
+  """
+  _check_mode(mode, key)
+  kernel = _tree_get(variables["params"], f"{group.consumer}/kernel")
+
+  @jax.jit
+  def batch_stats(variables, images, mask, key):
+    x = models.consumer_inputs(spec, variables, images, [group.consumer])
+    x = x[group.consumer]
+    y = models.producer_outputs(spec, variables, images, [group.producer])
+    y = y[group.producer]
+    gram, count = group_gram(
+      group, x, kernel, mode, key, samples_per_image, mask
+    )
+    zeros = jnp.einsum("bhwc,b->c", (y == 0).astype(jnp.float32), mask)
+    finite = (jnp.all(jnp.isfinite(y)), jnp.all(jnp.isfinite(x)))
+    return gram, count, zeros, y.shape[1] * y.shape[2], finite
+
+  gram = np.zeros((group.width, group.width))
+  zeros = np.zeros((group.width,))
+  count = images = positions = 0
+  it = enumerate(batches)
+  if progress:
+    it = tqdm.tqdm(
+      it, total=max_batches, desc=f"stats {group.name}", unit="batch"
+    )
+  for i, batch in it:
+    if max_batches is not None and i >= max_batches:
+      break
+    image = jnp.asarray(batch["image"])
+    mask = jnp.asarray(batch.get("mask", np.ones(len(image))), jnp.float32)
+    batch_key = None if key is None else jax.random.fold_in(key, i)
+    g, n, z, hw, (producer_ok, consumer_ok) = batch_stats(
+      variables, image, mask, batch_key
+    )
+    if not bool(producer_ok) or not bool(consumer_ok):
+      where = (
+        f"the output of {group.producer}"
+        if not bool(producer_ok)
+        else f"the input of {group.consumer}"
+      )
+      raise FloatingPointError(
+        f"NaN or inf in {where} (group {group.name}) on batch {i}: the "
+        "model's variables or the input data are not finite; check the "
+        "checkpoint (a diverged fine-tune?) and the data pipeline"
+      )
+    gram += np.asarray(g, np.float64)
+    zeros += np.asarray(z, np.float64)
+    n_images = float(np.asarray(mask).sum())
+    count += int(round(float(n)))
+    images += int(n_images)
+    positions += int(n_images) * int(hw)
+  if images == 0:
+    raise ValueError(f"no images to collect statistics for {group.name}")
+  return GroupStats(gram, count, zeros / positions, images)
