@@ -73,7 +73,8 @@ def prune(
     )
   keep = _check_keep(keep, group.width)
   n = keep.size
-  scales = np.ones(n, np.float32) if scales is None else np.asarray(scales)
+  # Scales and variables may be traced (prune under jit); keep may not.
+  scales = jnp.ones(n, jnp.float32) if scales is None else jnp.asarray(scales)
   if scales.shape != (n,):
     raise ValueError(f"scales must have shape ({n},), got {scales.shape}")
   flat = flax.traverse_util.flatten_dict(
@@ -90,7 +91,7 @@ def prune(
     out[leaf] = jnp.take(flat[leaf], keep, axis=-1)
   consumer = f"params/{group.consumer}/kernel"
   w = flat[consumer]
-  s = jnp.asarray(scales, w.dtype)
+  s = scales.astype(w.dtype)
   if group.consumer_kind == "conv":  # [kh, kw, C, D]
     out[consumer] = jnp.take(w, keep, axis=2) * s[None, None, :, None]
   elif group.consumer_kind == "gap_dense":  # [C, D]

@@ -1,0 +1,30 @@
+"""Every benchmark script runs in its quick mode, so none can rot."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_greedy_speed_quick(tmp_path):
+  out = tmp_path / "greedy.json"
+  result = subprocess.run(
+    [sys.executable, "benchmarks/greedy_speed.py", "--quick", f"--out={out}"],
+    capture_output=True, text=True, cwd=ROOT, timeout=600,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(out.read_text())
+  assert [r["channels"] for r in report["rows"]] == [16, 32]
+  assert all(r["same_kept_set"] for r in report["rows"])
+  assert all(r["max_scale_diff"] < 1e-3 for r in report["rows"])
+
+
+def test_presets_table_prints_every_preset():
+  result = subprocess.run(
+    [sys.executable, "benchmarks/presets_table.py"],
+    capture_output=True, text=True, cwd=ROOT, timeout=600,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "`thinet-30`" in result.stdout and "`resnet-fmnist`" in result.stdout

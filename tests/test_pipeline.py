@@ -1,0 +1,129 @@
+"""One composed pruning step, on planted ground truths."""
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from thinet_jax import groups, models, pipeline, profile, select, stats
+from thinet_jax.spec import ModelSpec
+
+from conftest import random_variables
+
+SPEC = ModelSpec(
+  family="vgg", layers=(6, "M", 5, 4), head="gap", num_classes=3,
+  in_channels=2,
+)  # fmt: skip
+SIZE = 8
+
+
+def _batches(n=2, seed=0):
+  rng = np.random.default_rng(seed)
+  return [
+    {"image": rng.normal(size=(4, SIZE, SIZE, 2)).astype(np.float32)}
+    for _ in range(n)
+  ]
+
+
+def _logits(spec, variables, images):
+  return np.asarray(models.build(spec).apply(variables, images))
+
+
+def _prune(variables, criterion, least_squares=True, keep_ratio=0.84):
+  return pipeline.prune_group(
+    SPEC, variables, "conv1_1", _batches(), keep_ratio=keep_ratio,
+    image_size=SIZE, criterion=criterion, least_squares=least_squares,
+    mode="exhaustive", key=jax.random.key(0), progress=False,
+  )  # fmt: skip
+
+
+def test_dead_channel_goes_first_and_changes_nothing():
+  """(a) A channel whose consumer weights are zero contributes nothing."""
+  variables = random_variables(SPEC, SIZE)
+  params = variables["params"]
+  params["conv2_1"]["kernel"][:, :, 2, :] = 0.0
+  params["conv1_1"]["kernel"][..., 2] *= 10.0  # the largest filter norm
+  params["conv1_1"]["bias"][2] = 1.0
+  l1 = np.abs(params["conv1_1"]["kernel"]).sum(axis=(0, 1, 2))
+  assert l1.argmax() == 2
+  images = _batches(1, seed=5)[0]["image"]
+  before = _logits(SPEC, variables, images)
+
+  spec2, vars2, record = _prune(variables, "thinet")
+  assert record.width_after == 5 and 2 not in record.kept
+  np.testing.assert_allclose(record.scales, np.ones(5), rtol=1e-4)
+  assert record.relative_error < 1e-6
+  np.testing.assert_allclose(
+    _logits(spec2, vars2, images), before, rtol=1e-5, atol=1e-5
+  )
+  # The magnitude criterion keeps it: it has the largest norm.
+  _, _, by_norm = _prune(variables, "weight_sum")
+  assert 2 in by_norm.kept
+
+
+def test_proportional_channel_is_folded_into_its_twin():
+  """(b) Channel 4 = 0.5 * channel 1 (filter and bias), consumer weights
+  0.2x: its contribution is 0.1x channel 1's, so least squares moves it onto
+  channel 1 (scale 1.1) and the logits do not change."""
+  variables = random_variables(SPEC, SIZE)
+  params = variables["params"]
+  p, c = params["conv1_1"], params["conv2_1"]
+  p["kernel"][..., 4] = 0.5 * p["kernel"][..., 1]
+  p["bias"][1] = abs(p["bias"][1]) + 0.5  # keep it alive through ReLU
+  p["bias"][4] = 0.5 * p["bias"][1]
+  c["kernel"][:, :, 4, :] = 0.2 * c["kernel"][:, :, 1, :]
+  images = _batches(1, seed=5)[0]["image"]
+  before = _logits(SPEC, variables, images)
+
+  group = groups.get(SPEC, "conv1_1")
+  gram = stats.collect(
+    SPEC, variables, group, _batches(), mode="exhaustive", progress=False
+  ).gram
+  diag = np.diag(gram)
+  assert diag.argmin() == 4, "precondition: channel 4 is the smallest"
+  assert int(select.greedy_order(gram.astype(np.float32))[0]) == 4
+
+  spec2, vars2, record = _prune(variables, "thinet")
+  assert 4 not in record.kept
+  np.testing.assert_allclose(record.scales, [1, 1.1, 1, 1, 1], rtol=1e-3)
+  assert record.relative_error < 1e-6 < record.relative_error_unscaled
+  np.testing.assert_allclose(
+    _logits(spec2, vars2, images), before, rtol=1e-4, atol=1e-4
+  )
+  # Without least squares the same removal does change the logits.
+  spec3, vars3, plain = _prune(variables, "thinet", least_squares=False)
+  assert plain.kept == record.kept and plain.scales == [1.0] * 5
+  assert not np.allclose(_logits(spec3, vars3, images), before, atol=1e-4)
+
+
+@pytest.mark.parametrize("criterion", sorted(select.CRITERIA))
+def test_record_is_consistent_and_json_ready(criterion):
+  variables = random_variables(SPEC, SIZE)
+  spec2, vars2, record = pipeline.prune_group(
+    SPEC, variables, "conv2_1", _batches(), keep_ratio=0.5, image_size=SIZE,
+    criterion=criterion, key=jax.random.key(1), progress=False,
+  )  # fmt: skip
+  assert groups.get(spec2, "conv2_1").width == record.width_after == 2
+  assert record.width_before == 5 and len(record.kept) == 2
+  assert record.samples == 8 * 10  # 8 images x 10 samples (paper default)
+  after = profile.count(spec2, SIZE)
+  assert record.params_after == after["params"]
+  assert record.flops_after == after["flops"] < record.flops_before
+  params = sum(np.size(v) for v in jax.tree.leaves(vars2["params"]))
+  assert params == record.params_after
+  assert 0.0 <= record.relative_error <= 1.0 + 1e-6
+  json.dumps(dataclasses.asdict(record))
+
+
+def test_bad_step_arguments():
+  variables = random_variables(SPEC, SIZE)
+  with pytest.raises(KeyError, match="unknown criterion 'l1'"):
+    _prune(variables, "l1")
+  with pytest.raises(ValueError, match="keep_ratio must be in"):
+    _prune(variables, "thinet", keep_ratio=1.5)
+  with pytest.raises(KeyError, match="no prunable group"):
+    pipeline.prune_group(
+      SPEC, variables, "fc", _batches(), keep_ratio=0.5, image_size=SIZE
+    )

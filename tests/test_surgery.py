@@ -1,0 +1,177 @@
+"""Surgery: identity, masked equivalence, profile consistency, bad input."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from thinet_jax import groups, models, presets, profile, surgery
+from thinet_jax.spec import ModelSpec
+
+from conftest import random_variables
+
+SPECS = {
+  "vgg_bn_fc": ModelSpec(
+    family="vgg", layers=(4, "M", 6, 5, "M"), head="fc", fc_widths=(7,),
+    batch_norm=True, num_classes=3, in_channels=2,
+  ),
+  "vgg_plain_fc": ModelSpec(
+    family="vgg", layers=(4, 6, "M", 5), head="fc", num_classes=3,
+    in_channels=2,
+  ),
+  "vgg_bn_gap": ModelSpec(
+    family="vgg", layers=(4, "M", 6, 5), head="gap", batch_norm=True,
+    num_classes=3, in_channels=2,
+  ),
+  "vgg_plain_gap": ModelSpec(
+    family="vgg", layers=(4, "M", 6, 5), head="gap", num_classes=3,
+    in_channels=2,
+  ),
+  **{
+    f"resnet_{p}": presets.resnet_thinet(
+      1.0, stage_sizes=(2, 1), inner=(3, 5), out=(8, 12), stem="small",
+      stem_width=4, stride_placement=p, num_classes=3, in_channels=2,
+    )
+    for p in ("caffe", "torchvision")
+  },
+  "resnet_nobn": presets.resnet_thinet(
+    1.0, stage_sizes=(1, 1), inner=(3, 5), out=(8, 12), stem="small",
+    stem_width=4, num_classes=3, in_channels=2,
+  ).replace(batch_norm=False),
+}  # fmt: skip
+
+SIZE = 8
+
+
+def _x(spec, seed=1):
+  return jax.random.normal(
+    jax.random.key(seed), (2, SIZE, SIZE, spec.in_channels)
+  )
+
+
+def _logits(spec, variables, x):
+  return np.asarray(models.build(spec).apply(variables, x))
+
+
+def _count(variables):
+  return sum(int(np.size(v)) for v in jax.tree.leaves(variables["params"]))
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_keep_everything_with_unit_scales_is_the_identity(name):
+  spec = SPECS[name]
+  variables = random_variables(spec, SIZE)
+  x = _x(spec)
+  want = _logits(spec, variables, x)
+  for group in groups.groups(spec):
+    keep = np.arange(group.width)
+    new_spec, new_vars = surgery.prune(spec, variables, group, keep)
+    assert new_spec == spec
+    np.testing.assert_array_equal(_logits(new_spec, new_vars, x), want)
+
+
+def _masked(variables, group, keep, scales):
+  """Same shapes; consumer input channels zeroed or scaled (NumPy)."""
+  flat = flax.traverse_util.flatten_dict(variables, sep="/")
+  path = f"params/{group.consumer}/kernel"
+  w = np.array(flat[path])
+  factor = np.zeros(group.width, np.float32)
+  factor[keep] = scales
+  if group.consumer_kind == "conv":
+    w = w * factor[None, None, :, None]
+  elif group.consumer_kind == "gap_dense":
+    w = w * factor[:, None]
+  else:
+    w = (
+      w.reshape(-1, group.width, w.shape[-1]) * factor[None, :, None]
+    ).reshape(w.shape)
+  flat = dict(flat)
+  flat[path] = w
+  return flax.traverse_util.unflatten_dict(flat, sep="/")
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_pruned_model_equals_masked_model_and_its_profile(name):
+  spec = SPECS[name]
+  variables = random_variables(spec, SIZE)
+  x = _x(spec)
+  rng = np.random.default_rng(0)
+  for group in groups.groups(spec):
+    n = max(1, group.width // 2)
+    keep = np.sort(rng.choice(group.width, n, replace=False))
+    scales = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    new_spec, new_vars = surgery.prune(spec, variables, group, keep, scales)
+    assert groups.get(new_spec, group.name).width == n
+    # The removed channels only fed the consumer: zeroing their consumer
+    # weights in the unpruned model gives the same logits.
+    want = _logits(spec, _masked(variables, group, keep, scales), x)
+    np.testing.assert_allclose(
+      _logits(new_spec, new_vars, x), want, rtol=1e-5, atol=1e-5
+    )
+    assert profile.count(new_spec, SIZE)["params"] == _count(new_vars)
+    # Every other leaf is untouched.
+    old = flax.traverse_util.flatten_dict(variables, sep="/")
+    new = flax.traverse_util.flatten_dict(new_vars, sep="/")
+    assert old.keys() == new.keys()
+    for leaf in set(old) - set(group.param_leaves):
+      np.testing.assert_array_equal(old[leaf], new[leaf])
+
+
+def test_groups_follow_the_paper():
+  vgg = presets.get("vgg16")
+  names = [g.name for g in groups.paper_groups(vgg)]
+  assert names == [
+    "conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2",
+    "conv3_3", "conv4_1", "conv4_2", "conv4_3",
+  ]  # fmt: skip
+  assert groups.get(vgg, "conv5_3").consumer == "fc6"
+  assert groups.get(vgg, "conv5_3").consumer_kind == "flatten_dense"
+  assert groups.get(presets.get("thinet-gap"), "conv5_3").consumer_kind == (
+    "gap_dense"
+  )
+  resnet = presets.get("resnet50")
+  rg = groups.paper_groups(resnet)
+  assert len(rg) == 32 and rg[0].name == "res2a/branch2a"
+  assert {g.consumer.split("/")[1] for g in rg} == {"branch2b", "branch2c"}
+  assert not any("branch2c" in g.name or "branch1" in g.name for g in rg)
+  tv = groups.get(presets.get("resnet50-torchvision"), "res3a/branch2a")
+  assert tv.consumer_stride == 2
+  assert groups.get(resnet, "res3a/branch2a").consumer_stride == 1
+
+
+def test_bad_input_is_a_clear_error():
+  spec = SPECS["vgg_bn_fc"]
+  variables = random_variables(spec, SIZE)
+  group = groups.get(spec, "conv2_1")  # 6 channels
+  for keep, message in (
+    ([], "at least one"),
+    ([0, 0, 1], "sorted and unique"),
+    ([2, 1], "sorted and unique"),
+    ([0, 6], r"\[0, 6\)"),
+    ([0.0, 1.0], "integer"),
+  ):
+    with pytest.raises(ValueError, match=message):
+      surgery.prune(spec, variables, group, np.array(keep))
+  with pytest.raises(ValueError, match="scales must have shape"):
+    surgery.prune(spec, variables, group, np.array([0, 1]), np.ones(3))
+  with pytest.raises(KeyError, match="no prunable group 'conv9_9'"):
+    groups.get(spec, "conv9_9")
+  smaller, small_vars = surgery.prune(spec, variables, group, np.array([0, 1]))
+  with pytest.raises(ValueError, match="call groups.get again"):
+    surgery.prune(smaller, small_vars, group, np.array([0]))
+  other = random_variables(SPECS["vgg_plain_fc"], SIZE)
+  with pytest.raises(KeyError, match="belong to this spec"):
+    surgery.prune(spec, other, groups.get(spec, "conv1_1"), np.array([0]))
+
+
+def test_prune_is_traceable_and_does_not_modify_inputs():
+  spec = SPECS["resnet_caffe"]
+  variables = random_variables(spec, SIZE)
+  before = jax.tree.map(np.array, variables)
+  group = groups.get(spec, "res2a/branch2b")
+  out = jax.jit(
+    lambda v, s: surgery.prune(spec, v, group, np.array([0, 2]), s)[1]
+  )(variables, jnp.array([1.5, 0.5]))
+  assert out["params"]["res2a"]["branch2c"]["kernel"].shape == (1, 1, 2, 8)
+  jax.tree.map(np.testing.assert_array_equal, variables, before)
