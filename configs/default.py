@@ -2,8 +2,8 @@
 
 Launch (any config, any field overridable on the command line):
 
-  python -m train.describe --config configs/fmnist_vgg16.py --workdir runs/x
-  python -m train.describe --config configs/fmnist_vgg16.py:runlocal \
+  python -m train.main --config configs/fmnist_vgg16.py --workdir runs/x
+  python -m train.main --config configs/fmnist_vgg16.py:runlocal \
       --workdir runs/x --config.batch_size=64
 """
 
@@ -22,18 +22,43 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.batch_size = 128  # Global batch size (split over processes).
   config.eval_batches = -1  # Eval batches to run; -1 = the whole eval split.
   config.seed = 0  # Seeds init, shuffling and augmentation.
+  # Training (train.main) and fine-tuning (train.prune).
+  config.init_checkpoint = ""  # Model checkpoint dir to start from; "" = init.
+  config.num_epochs = 30.0  # Length of training, in epochs.
+  config.steps_per_epoch = -1  # -1 = train examples // batch_size.
+  config.learning_rate = 0.05  # Peak learning rate (after warm-up).
+  config.momentum = 0.9  # SGD momentum.
+  config.nesterov = True  # Nesterov momentum.
+  config.weight_decay = 5e-4  # L2 weight decay on conv and dense kernels.
+  config.schedule = "cosine"  # "cosine", "step" or "constant".
+  config.warmup_epochs = 1.0  # Linear warm-up from 0, in epochs.
+  config.lr_drop_epochs = ()  # "step" schedule: epochs where lr drops.
+  config.lr_drop_factor = 0.1  # "step" schedule: factor of each drop.
+  config.eval_every_epochs = 1  # Evaluate every this many epochs.
+  config.checkpoint_every_steps = 200  # Also checkpoint at every epoch end.
+  config.log_every_steps = 50  # Metrics line (JSONL) every this many steps.
   return apply_arg(config, arg)
 
 
 def apply_arg(
-  config: ml_collections.ConfigDict, arg: str | None
+  config: ml_collections.ConfigDict, arg: str | None, prune: bool = False
 ) -> ml_collections.ConfigDict:
   """Applies the `:arg` switch of a config path; only `runlocal` exists."""
   if arg in (None, ""):
     return config
   if arg != "runlocal":
     raise ValueError(f"unknown config argument {arg!r}; use ':runlocal'")
+  if prune:  # Two small groups, a few images, a few steps each.
+    config.groups = ("conv1_1", "conv2_1")
+    config.images_per_class = 2
+    config.finetune_epochs = 1.0
+    config.stage_end_epochs = 1.0
   # Seconds, not minutes: tiny batches, a few eval batches.
   config.batch_size = 16
   config.eval_batches = 2
+  config.num_epochs = 2.0
+  config.steps_per_epoch = 3
+  config.warmup_epochs = 0.0
+  config.checkpoint_every_steps = 2
+  config.log_every_steps = 1
   return config

@@ -529,6 +529,26 @@ def dataset(
   return pipeline(src, **pipeline_kwargs)
 
 
+def class_balanced(
+  labels: np.ndarray, per_class: int, seed: int = 0
+) -> np.ndarray:
+  """Sorted indices of `per_class` random examples of every class.
+
+  The paper's statistics sample (section 4.1: 10 images per class of the
+  training set). Raises if a class has fewer examples.
+  """
+  rng = np.random.default_rng(seed)
+  chosen = []
+  for c in np.unique(labels):
+    members = np.flatnonzero(labels == c)
+    if len(members) < per_class:
+      raise ValueError(
+        f"class {c} has {len(members)} examples, fewer than {per_class}"
+      )
+    chosen.append(rng.choice(members, per_class, replace=False))
+  return np.sort(np.concatenate(chosen))
+
+
 def num_classes(name: str, data_dir: str | None = None) -> int:
   """Number of label classes of a prepared TFDS dataset."""
   builder = tfds.builder(

@@ -17,7 +17,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import flax
@@ -141,3 +142,177 @@ def prune_group(
     flops_after=after["flops"],
   )
   return new_spec, new_variables, record
+
+
+# --- the layer-by-layer procedure (paper section 3.3) -----------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupPlan:
+  """How one group is pruned and then fine-tuned."""
+
+  name: str
+  keep_ratio: float
+  finetune_epochs: float
+  finetune_lr: float
+
+
+def plan(
+  spec: ModelSpec,
+  names: list[str] | None = None,
+  keep_ratio: float | list[float] = 0.5,
+  finetune_epochs: float = 1.0,
+  finetune_lr: float = 1e-3,
+  stage_end_epochs: float | None = None,
+) -> list[GroupPlan]:
+  """The paper's schedule: prune each group, fine-tune briefly, go on.
+
+  Args:
+    spec: the model to prune.
+    names: groups in order; default `groups.paper_groups(spec)`.
+    keep_ratio: one ratio, or one per group.
+    finetune_epochs, finetune_lr: fine-tuning after each group (paper,
+      VGG-16: about one epoch at 1e-3).
+    stage_end_epochs: fine-tuning after the last group of a stage (the
+      group before a pool, or the 2b of a stage's last block; paper: 2
+      epochs); default `finetune_epochs`.
+  """
+  all_groups = {g.name: g for g in groups.groups(spec)}
+  names = names or [g.name for g in groups.paper_groups(spec)]
+  unknown = [n for n in names if n not in all_groups]
+  if unknown:
+    raise KeyError(
+      f"unknown groups {unknown}; this spec's groups: {', '.join(all_groups)}"
+    )
+  ratios = (
+    list(keep_ratio)
+    if isinstance(keep_ratio, list | tuple)
+    else [keep_ratio] * len(names)
+  )
+  if len(ratios) != len(names):
+    raise ValueError(
+      f"{len(ratios)} keep ratios for {len(names)} groups; give one ratio or "
+      "one per group"
+    )
+  for r in ratios:
+    select.keep_count(1, r)  # validates the range
+  ends = _stage_ends(spec)
+  stage_end_epochs = (
+    finetune_epochs if stage_end_epochs is None else stage_end_epochs
+  )
+  return [
+    GroupPlan(
+      n, float(r), stage_end_epochs if n in ends else finetune_epochs,
+      finetune_lr,
+    )
+    for n, r in zip(names, ratios, strict=True)
+  ]  # fmt: skip
+
+
+def _stage_ends(spec: ModelSpec) -> set[str]:
+  if spec.family == "vgg":
+    names = iter(spec.vgg_conv_names())
+    ends, last = set(), None
+    for item in spec.layers:
+      if item == "M":
+        ends.add(last)
+      else:
+        last = next(names)
+    return ends | {last}
+  blocks = spec.resnet_block_names()
+  ends, i = set(), 0
+  for n in spec.stage_sizes:
+    i += n
+    ends.add(f"{blocks[i - 1]}/branch2b")
+  return ends
+
+
+def run_procedure(
+  spec: ModelSpec,
+  variables: dict[str, Any],
+  plans: list[GroupPlan],
+  *,
+  stats_batches: Callable[[int], Iterable[dict[str, Any]]],
+  finetune: Callable[..., dict[str, Any]],
+  evaluate: Callable[[ModelSpec, dict[str, Any]], dict[str, float]],
+  workdir: str,
+  image_size: int,
+  criterion: str = "thinet",
+  least_squares: bool = True,
+  ridge: float = 0.0,
+  mode: str = "sampled",
+  samples_per_image: int = 10,
+  seed: int = 0,
+  progress: bool = True,
+) -> tuple[ModelSpec, dict[str, Any], list[dict[str, Any]]]:
+  """Prunes `plans` in order, fine-tuning after each; resumable.
+
+  Each group's pruned model and fine-tuned model are saved under
+  <workdir>/steps/NN_<group>/{pruned,finetuned}; a run started again skips
+  finished steps, resumes an interrupted fine-tune from its own checkpoint,
+  and recomputes an interrupted pruning (deterministic given `seed`), so it
+  ends with the same variables as an uninterrupted run.
+
+  Args:
+    spec, variables: the model to prune.
+    plans: from `plan`.
+    stats_batches: i -> batches of statistics images for step i.
+    finetune: (spec, variables, workdir, epochs, lr, desc) -> variables.
+    evaluate: (spec, variables) -> {"accuracy", ...}.
+    workdir: where the steps live.
+    image_size: input size.
+    criterion, least_squares, ridge, mode, samples_per_image: see
+      `prune_group`.
+    seed: seeds sampling and the random criterion.
+    progress: progress bars.
+
+  Returns:
+    (final spec, final variables, one record dict per step).
+  """
+  from thinet_jax import train  # Orbax and Optax only for the procedure.
+
+  os.makedirs(workdir, exist_ok=True)
+  records = []
+  for i, p in enumerate(plans):
+    step_dir = os.path.join(
+      workdir, "steps", f"{i:02d}_{p.name.replace('/', '-')}"
+    )
+    done_dir = os.path.join(step_dir, "finetuned")
+    if _has_model(done_dir):
+      spec, variables, meta = train.load_model(done_dir)
+      records.append(meta["extra"])
+      continue
+    pruned_dir = os.path.join(step_dir, "pruned")
+    if _has_model(pruned_dir):
+      spec, variables, meta = train.load_model(pruned_dir)
+      record = meta["extra"]
+    else:
+      spec, variables, prune_record = prune_group(
+        spec, variables, p.name, stats_batches(i), keep_ratio=p.keep_ratio,
+        image_size=image_size, criterion=criterion,
+        least_squares=least_squares, ridge=ridge, mode=mode,
+        samples_per_image=samples_per_image,
+        key=jax.random.fold_in(jax.random.key(seed), i), progress=progress,
+      )  # fmt: skip
+      record = dataclasses.asdict(prune_record)
+      record["accuracy_pruned"] = evaluate(spec, variables)["accuracy"]
+      train.save_model(pruned_dir, spec, variables, image_size, record)
+    if p.finetune_epochs > 0:
+      variables = finetune(
+        spec, variables, os.path.join(step_dir, "finetune"),
+        p.finetune_epochs, p.finetune_lr, f"fine-tune {p.name}",
+      )  # fmt: skip
+    record = {
+      **record,
+      "finetune_epochs": p.finetune_epochs,
+      "accuracy_finetuned": evaluate(spec, variables)["accuracy"],
+    }
+    train.save_model(done_dir, spec, variables, image_size, record)
+    records.append(record)
+  return spec, variables, records
+
+
+def _has_model(directory: str) -> bool:
+  from thinet_jax import train
+
+  return train.has_checkpoint(directory)

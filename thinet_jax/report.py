@@ -1,0 +1,156 @@
+"""Reports of a pruning procedure: JSON, Markdown and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from thinet_jax import groups, profile
+from thinet_jax.spec import ModelSpec
+
+
+def procedure_report(
+  base_spec: ModelSpec,
+  spec: ModelSpec,
+  image_size: int,
+  baseline: dict[str, float],
+  records: list[dict[str, Any]],
+  before_final: dict[str, float],
+  final: dict[str, float],
+  config: dict[str, Any],
+  wall_s: float,
+  devices: list[Any],
+) -> dict[str, Any]:
+  """Everything `train.prune` measured, JSON-ready."""
+  base = profile.count(base_spec, image_size)
+  now = profile.count(spec, image_size)
+  widths = [
+    {
+      "group": g.name,
+      "original": g.width,
+      "kept": groups.get(spec, g.name).width,
+    }
+    for g in groups.groups(base_spec)
+  ]
+  return {
+    "baseline": {
+      "accuracy": baseline["accuracy"],
+      "params": base["params"],
+      "flops": base["flops"],
+      "spec": base_spec.to_dict(),
+    },
+    "pruned": {
+      "accuracy_before_final_finetune": before_final["accuracy"],
+      "accuracy": final["accuracy"],
+      "params": now["params"],
+      "flops": now["flops"],
+      "spec": spec.to_dict(),
+    },
+    "flops_reduction": base["flops"] / now["flops"],
+    "params_reduction": base["params"] / now["params"],
+    "accuracy_change": final["accuracy"] - baseline["accuracy"],
+    "steps": [
+      {k: v for k, v in r.items() if k not in ("kept", "scales")}
+      for r in records
+    ],
+    "kept": {r["group"]: r["kept"] for r in records},
+    "widths": widths,
+    "config": config,
+    "wall_s": wall_s,
+    "devices": [str(d) for d in devices],
+  }
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+  """Per-group table and totals."""
+  lines = [
+    "| group | width | params | FLOPs | rel. error | acc. pruned | "
+    "acc. fine-tuned |",
+    "|---|---|---:|---:|---:|---:|---:|",
+  ]
+  b = report["baseline"]
+  lines.append(
+    f"| (baseline) | | {b['params']:,} | {profile.human(b['flops'])} | | | "
+    f"{b['accuracy']:.4f} |"
+  )
+  for s in report["steps"]:
+    lines.append(
+      f"| {s['group']} | {s['width_before']} -> {s['width_after']} | "
+      f"{s['params_after']:,} | {profile.human(s['flops_after'])} | "
+      f"{s['relative_error']:.4f} | {s['accuracy_pruned']:.4f} | "
+      f"{s['accuracy_finetuned']:.4f} |"
+    )
+  p = report["pruned"]
+  lines.append(
+    f"| (final fine-tune) | | {p['params']:,} | {profile.human(p['flops'])} "
+    f"| | {p['accuracy_before_final_finetune']:.4f} | {p['accuracy']:.4f} |"
+  )
+  lines.append("")
+  lines.append(
+    f"FLOPs {report['flops_reduction']:.2f}x fewer, params "
+    f"{report['params_reduction']:.2f}x fewer; top-1 accuracy "
+    f"{b['accuracy']:.4f} -> {p['accuracy']:.4f} "
+    f"({100 * report['accuracy_change']:+.2f} points); wall time "
+    f"{report['wall_s'] / 60:.1f} min."
+  )
+  return "\n".join(lines)
+
+
+def write(workdir: str, report: dict[str, Any]) -> None:
+  """report.json, report.md, accuracy.png and widths.png in `workdir`."""
+  with open(os.path.join(workdir, "report.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  config = report["config"]
+  header = (
+    f"# ThiNet procedure: {config.get('model')} on {config.get('dataset')}\n\n"
+    f"Criterion `{config.get('criterion')}`, least squares "
+    f"{config.get('least_squares')}, keep ratio {config.get('keep_ratio')}, "
+    f"statistics {config.get('stats_mode')} ({config.get('images_per_class')}"
+    f" images per class, {config.get('samples_per_image')} samples each).\n\n"
+  )
+  with open(os.path.join(workdir, "report.md"), "w") as f:
+    f.write(header + markdown_table(report) + "\n")
+  _plots(workdir, report)
+
+
+def _plots(workdir: str, report: dict[str, Any]) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  steps = report["steps"]
+  x, y, labels = [0], [report["baseline"]["accuracy"]], ["baseline"]
+  for i, s in enumerate(steps):
+    x += [i + 0.5, i + 1]
+    y += [s["accuracy_pruned"], s["accuracy_finetuned"]]
+    labels += ["", s["group"]]
+  x.append(len(steps) + 1)
+  y.append(report["pruned"]["accuracy"])
+  labels.append("final")
+  fig, ax = plt.subplots(figsize=(max(6, len(steps) * 0.7), 4))
+  ax.plot(x, y, marker="o")
+  ax.axhline(report["baseline"]["accuracy"], color="gray", ls="--", lw=0.8)
+  ax.set_xticks([t for t, lab in zip(x, labels, strict=True) if lab])
+  ax.set_xticklabels([lab for lab in labels if lab], rotation=45, ha="right")
+  ax.set_ylabel("top-1 accuracy")
+  ax.set_title("accuracy along the procedure (half steps: right after pruning)")
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, "accuracy.png"), dpi=100)
+  plt.close(fig)
+
+  widths = report["widths"]
+  fig, ax = plt.subplots(figsize=(max(6, len(widths) * 0.5), 4))
+  idx = range(len(widths))
+  ax.bar(
+    idx, [w["original"] for w in widths], color="lightgray", label="original"
+  )
+  ax.bar(idx, [w["kept"] for w in widths], color="tab:blue", label="kept")
+  ax.set_xticks(list(idx))
+  ax.set_xticklabels([w["group"] for w in widths], rotation=45, ha="right")
+  ax.set_ylabel("output channels")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, "widths.png"), dpi=100)
+  plt.close(fig)

@@ -1,0 +1,526 @@
+"""Training and evaluation with Optax, Flax Linen and Orbax; resumable.
+
+State is data: a `TrainState` pytree (step, params, batch_stats, opt_state)
+updated by a pure jitted `train_step`. The optimizer is an Optax chain built
+from a config (SGD with momentum, decoupled-from-nothing L2 weight decay on
+kernels, cosine or step schedule with linear warm-up). One code path for any
+number of devices: batches are sharded over a `data` mesh axis, state is
+replicated, and XLA inserts the gradient all-reduce.
+
+A run checkpoints (Orbax `CheckpointManager`) the state, the ModelSpec as
+JSON and the input iterator's position, so `fit` started again on the same
+workdir continues where it stopped and ends with the same result.
+
+Example:
+
+  >>> state, history = train.fit(spec, variables, train_data, eval_data,
+  ...                            config=config, workdir="runs/x")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import tqdm
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from thinet_jax import models
+from thinet_jax.spec import ModelSpec
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a training step reads and writes."""
+
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def schedule(config: ml_collections.ConfigDict, steps_per_epoch: int):
+  """Learning rate per step: linear warm-up, then cosine or step decay.
+
+  Config fields: learning_rate, num_epochs, warmup_epochs, schedule
+  ("cosine" | "step" | "constant"), lr_drop_epochs, lr_drop_factor.
+  """
+  total = max(1, int(config.num_epochs * steps_per_epoch))
+  warmup = int(config.warmup_epochs * steps_per_epoch)
+  base = config.learning_rate
+  if config.schedule == "cosine":
+    main = optax.cosine_decay_schedule(base, max(1, total - warmup))
+  elif config.schedule == "step":
+    main = optax.piecewise_constant_schedule(
+      base,
+      {
+        int(e * steps_per_epoch) - warmup: config.lr_drop_factor
+        for e in config.lr_drop_epochs
+      },
+    )
+  elif config.schedule == "constant":
+    main = optax.constant_schedule(base)
+  else:
+    raise ValueError(
+      f'schedule must be "cosine", "step" or "constant", got '
+      f"{config.schedule!r}"
+    )
+  if warmup == 0:
+    return main
+  return optax.join_schedules(
+    [optax.linear_schedule(0.0, base, warmup), main], [warmup]
+  )
+
+
+def _kernels_only(params):
+  """Weight decay on conv and dense kernels, not on biases or BN params."""
+  return jax.tree_util.tree_map_with_path(
+    lambda path, _: path[-1].key == "kernel", params
+  )
+
+
+def optimizer(
+  config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> optax.GradientTransformation:
+  """SGD + momentum with L2 weight decay on kernels (the paper's Caffe
+  solver), following `schedule`."""
+  return optax.chain(
+    optax.add_decayed_weights(config.weight_decay, mask=_kernels_only),
+    optax.sgd(
+      schedule(config, steps_per_epoch),
+      momentum=config.momentum,
+      nesterov=config.nesterov,
+    ),
+  )
+
+
+def create_state(
+  variables: dict[str, Any], tx: optax.GradientTransformation
+) -> TrainState:
+  params = variables["params"]
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    batch_stats=variables.get("batch_stats", {}),
+    opt_state=tx.init(params),
+  )
+
+
+def variables_of(state: TrainState) -> dict[str, Any]:
+  out = {"params": state.params}
+  if state.batch_stats:
+    out["batch_stats"] = state.batch_stats
+  return out
+
+
+def _correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+  topk = jax.lax.top_k(logits, k)[1]
+  return jnp.any(topk == labels[:, None], axis=-1).astype(jnp.float32)
+
+
+def make_train_step(
+  spec: ModelSpec, tx: optax.GradientTransformation, seed: int = 0
+) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict]]:
+  """A pure step: cross-entropy, BN statistics update, dropout keyed by step.
+
+  Returns:
+    step(state, batch) -> (state, {"loss", "accuracy"}).
+  """
+  model = models.build(spec)
+  base_key = jax.random.key(seed)
+
+  def step(state: TrainState, batch: dict[str, jax.Array]):
+    dropout_key = jax.random.fold_in(base_key, state.step)
+
+    def loss_fn(params):
+      variables = {"params": params}
+      if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+      logits, new_state = model.apply(
+        variables,
+        batch["image"],
+        train=True,
+        mutable=["batch_stats"],
+        rngs={"dropout": dropout_key},
+      )
+      loss = optax.softmax_cross_entropy_with_integer_labels(
+        logits, batch["label"]
+      ).mean()
+      return loss, (logits, new_state)
+
+    (loss, (logits, new_state)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True
+    )(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new = TrainState(
+      step=state.step + 1,
+      params=optax.apply_updates(state.params, updates),
+      batch_stats=new_state.get("batch_stats", state.batch_stats),
+      opt_state=opt_state,
+    )
+    accuracy = jnp.mean(_correct(logits, batch["label"], 1))
+    return new, {"loss": loss, "accuracy": accuracy}
+
+  return step
+
+
+def make_eval_step(spec: ModelSpec):
+  """Sums over a (masked) batch: loss, top-1 and top-5 correct, count."""
+  model = models.build(spec)
+  k5 = min(5, spec.num_classes)
+
+  def step(variables, batch):
+    logits = model.apply(variables, batch["image"])
+    mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
+    loss = optax.softmax_cross_entropy_with_integer_labels(
+      logits, batch["label"]
+    )
+    return {
+      "loss": jnp.sum(loss * mask),
+      "top1": jnp.sum(_correct(logits, batch["label"], 1) * mask),
+      "top5": jnp.sum(_correct(logits, batch["label"], k5) * mask),
+      "count": jnp.sum(mask),
+    }
+
+  return step
+
+
+def data_mesh() -> jax.sharding.Mesh:
+  """A 1-D mesh over every device (all hosts), axis "data"."""
+  return jax.make_mesh(
+    (jax.device_count(),),
+    ("data",),
+    axis_types=(jax.sharding.AxisType.Auto,),
+  )
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+  """Process-local NumPy batch -> global arrays split over "data"."""
+  sharding = NamedSharding(mesh, P("data"))
+  return {
+    k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+    for k, v in batch.items()
+  }
+
+
+def evaluate(
+  spec: ModelSpec,
+  variables: dict[str, Any],
+  batches: Iterable[dict[str, np.ndarray]],
+  mesh=None,
+  eval_step=None,
+  progress: bool = False,
+) -> dict[str, float]:
+  """Top-1 / top-5 accuracy and mean loss over (masked) batches."""
+  mesh = mesh or data_mesh()
+  eval_step = eval_step or jax.jit(make_eval_step(spec))
+  totals = dict(loss=0.0, top1=0.0, top5=0.0, count=0.0)
+  it = tqdm.tqdm(batches, desc="eval", unit="batch", disable=not progress)
+  for batch in it:
+    sums = eval_step(variables, shard_batch(batch, mesh))
+    for k in totals:
+      totals[k] += float(sums[k])
+  n = max(totals["count"], 1.0)
+  out = {
+    "loss": totals["loss"] / n,
+    "accuracy": totals["top1"] / n,
+    "examples": int(totals["count"]),
+  }
+  if spec.num_classes > 5:
+    out["top5"] = totals["top5"] / n
+  return out
+
+
+class Checkpointer:
+  """Orbax CheckpointManager for a TrainState, its ModelSpec and the
+  input iterator position; `restore` needs nothing but the directory."""
+
+  def __init__(self, directory: str, max_to_keep: int = 2):
+    self.directory = os.path.abspath(directory)
+    self.manager = ocp.CheckpointManager(
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True
+      ),
+    )
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(
+    self,
+    state: TrainState,
+    spec: ModelSpec,
+    image_size: int,
+    extra: dict | None = None,
+  ) -> None:
+    """Saves at `state.step`; `extra` is any JSON (iterator position...)."""
+    step = int(state.step)
+    meta = {
+      "spec": spec.to_dict(),
+      "image_size": image_size,
+      "extra": extra or {},
+    }
+    self.manager.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+      ),
+      force=True,
+    )
+
+  def meta(self, step: int | None = None) -> dict[str, Any]:
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    return self.manager.restore(
+      step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+    ).meta
+
+  def restore(
+    self, tx: optax.GradientTransformation | None = None, step=None
+  ) -> tuple[ModelSpec, TrainState, dict]:
+    """(spec, state, extra) of a checkpoint; the shapes come from the spec
+    stored in it. Without `tx` the optimizer state is not restored."""
+    step = self.latest_step() if step is None else step
+    meta = self.meta(step)
+    spec = ModelSpec.from_dict(meta["spec"])
+    shapes = abstract_variables(spec, meta["image_size"])
+    abstract = jax.eval_shape(lambda: create_state(shapes, tx or _NO_OPT))
+    try:
+      restored = self.manager.restore(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)),
+      ).state
+    except (ValueError, KeyError) as e:
+      raise ValueError(
+        f"checkpoint {self.directory} step {step} does not match its own "
+        f"spec or this optimizer: {e}"
+      ) from e
+    return spec, restored, meta["extra"]
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+_NO_OPT = optax.identity()
+
+
+def abstract_variables(spec: ModelSpec, image_size: int) -> dict[str, Any]:
+  """Shapes and dtypes of a spec's variables, without allocating them."""
+  x = jax.ShapeDtypeStruct(
+    (1, image_size, image_size, spec.in_channels), jnp.float32
+  )
+  shapes = jax.eval_shape(models.build(spec).init, jax.random.key(0), x)
+  return {k: shapes[k] for k in ("params", "batch_stats") if k in shapes}
+
+
+class SpecMismatchError(ValueError):
+  """A checkpoint holds a different model than the one asked for."""
+
+
+def fit(
+  spec: ModelSpec,
+  variables: dict[str, Any],
+  *,
+  train_data: Any,
+  eval_data: Callable[[], Iterable[dict[str, np.ndarray]]] | None,
+  config: ml_collections.ConfigDict,
+  steps_per_epoch: int,
+  image_size: int,
+  workdir: str,
+  seed: int = 0,
+  desc: str = "train",
+  progress: bool = True,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+  """Trains `variables` for `config.num_epochs` epochs; resumable.
+
+  Args:
+    spec, variables: the model to train.
+    train_data: a `grain.IterDataset` of train batches that repeats forever
+      (its iterator position is checkpointed).
+    eval_data: a function returning a fresh iterable of eval batches, or
+      None; evaluated after every `config.eval_every_epochs` epochs.
+    config: learning_rate, momentum, nesterov, weight_decay, schedule,
+      warmup_epochs, lr_drop_epochs, lr_drop_factor, num_epochs,
+      eval_every_epochs, checkpoint_every_steps, log_every_steps.
+    steps_per_epoch: train batches per epoch.
+    image_size: input size (stored with checkpoints to restore shapes).
+    workdir: checkpoints go to <workdir>/checkpoints, metrics (JSON lines)
+      to <workdir>/metrics.jsonl. Started again on the same workdir, `fit`
+      resumes from the latest checkpoint and gives the same final result.
+    seed: dropout seed.
+    desc: progress bar label.
+    progress: show a progress bar (throughput, loss, lr).
+
+  Returns:
+    (trained variables, history): history has one dict per evaluation.
+
+  Raises:
+    SpecMismatchError: the workdir's checkpoint holds another model.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  tx = optimizer(config, steps_per_epoch)
+  lr = schedule(config, steps_per_epoch)
+  total = int(round(config.num_epochs * steps_per_epoch))
+  mesh = data_mesh()
+  replicated = NamedSharding(mesh, P())
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  iterator = iter(train_data)
+  history: list[dict[str, Any]] = []
+  if ckpt.latest_step() is not None:
+    stored = ModelSpec.from_dict(ckpt.meta()["spec"])
+    if stored != spec:
+      raise SpecMismatchError(
+        f"{ckpt.directory} holds a checkpoint of another model "
+        f"({stored.to_json(indent=None)}), not of "
+        f"{spec.to_json(indent=None)}; use a fresh --workdir or the matching "
+        "config"
+      )
+    _, state, extra = ckpt.restore(tx)
+    iterator.set_state(extra["data"])
+    history = extra.get("history", [])
+    _truncate_metrics(metrics_path, int(state.step))
+  else:
+    state = create_state(variables, tx)
+  state = jax.device_put(state, replicated)
+  train_step = jax.jit(make_train_step(spec, tx, seed), donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(spec))
+  start_step = int(state.step)
+  bar = tqdm.tqdm(
+    total=total, initial=start_step, desc=desc, unit="step",
+    disable=not progress, dynamic_ncols=True,
+  )  # fmt: skip
+  window_start, window_images = time.perf_counter(), 0
+  with open(metrics_path, "a") as log:
+    for step in range(start_step, total):
+      batch = next(iterator)
+      state, metrics = train_step(state, shard_batch(batch, mesh))
+      window_images += len(batch["label"]) * jax.process_count()
+      done = step + 1
+      epoch_end = done % steps_per_epoch == 0 or done == total
+      if done % config.log_every_steps == 0 or epoch_end:
+        elapsed = time.perf_counter() - window_start
+        row = {
+          "step": done,
+          "epoch": done / steps_per_epoch,
+          "loss": float(metrics["loss"]),
+          "accuracy": float(metrics["accuracy"]),
+          "lr": float(lr(step)),
+          "images_per_s": window_images / max(elapsed, 1e-9),
+        }
+        if not np.isfinite(row["loss"]):
+          raise FloatingPointError(
+            f"training diverged at step {done} (loss {row['loss']}); lower "
+            "config.learning_rate or restart from the last checkpoint"
+          )
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+        bar.set_postfix(
+          loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2g}",
+          img_s=f"{row['images_per_s']:.0f}",
+        )  # fmt: skip
+        window_start, window_images = time.perf_counter(), 0
+      bar.update(1)
+      epoch = done // steps_per_epoch
+      if (
+        epoch_end
+        and eval_data is not None
+        and (done == total or epoch % config.eval_every_epochs == 0)
+      ):
+        result = evaluate(
+          spec, variables_of(state), eval_data(), mesh, eval_step
+        )
+        result = {"step": done, "epoch": done / steps_per_epoch, **result}
+        history.append(result)
+        log.write(json.dumps({"eval": result}) + "\n")
+        log.flush()
+        bar.write(
+          f"{desc} epoch {done / steps_per_epoch:.2f}: eval accuracy "
+          f"{result['accuracy']:.4f}, loss {result['loss']:.4f}"
+        )
+      if epoch_end or done % config.checkpoint_every_steps == 0:
+        extra = {"data": iterator.get_state(), "history": history}
+        ckpt.save(state, spec, image_size, extra)
+  bar.close()
+  ckpt.wait()
+  ckpt.close()
+  return jax.device_get(variables_of(state)), history
+
+
+def _truncate_metrics(path: str, step: int) -> None:
+  """Drops metric lines past `step`: a killed run's tail is redone."""
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path) as f:
+    for line in f:
+      row = json.loads(line)
+      if row.get("step", row.get("eval", {}).get("step", 0)) <= step:
+        kept.append(line)
+  with open(path, "w") as f:
+    f.writelines(kept)
+
+
+def save_model(
+  directory: str,
+  spec: ModelSpec,
+  variables: dict[str, Any],
+  image_size: int,
+  extra: dict | None = None,
+) -> None:
+  """Saves a model (spec + variables, no optimizer) as a checkpoint dir."""
+  ckpt = Checkpointer(directory, max_to_keep=1)
+  ckpt.save(create_state(variables, _NO_OPT), spec, image_size, extra)
+  ckpt.wait()
+  ckpt.close()
+
+
+def load_model(directory: str) -> tuple[ModelSpec, dict[str, Any], dict]:
+  """(spec, variables, meta) of a model directory; needs nothing else.
+
+  Raises:
+    FileNotFoundError: no checkpoint in `directory` (the message says what
+      a model directory is).
+  """
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(
+      f"model directory {directory!r} does not exist; pass the 'model' "
+      "folder written by train.main or train.prune"
+    )
+  ckpt = Checkpointer(directory)
+  if ckpt.latest_step() is None:
+    raise FileNotFoundError(
+      f"no checkpoint in {directory!r}; a model directory is the 'model' "
+      "folder written by train.main or train.prune"
+    )
+  meta = ckpt.meta()
+  spec, state, _ = ckpt.restore()
+  ckpt.close()
+  return spec, jax.device_get(variables_of(state)), meta
+
+
+def has_checkpoint(directory: str) -> bool:
+  """Whether `directory` holds a finished checkpoint (never creates it)."""
+  if not os.path.isdir(directory):
+    return False
+  ckpt = Checkpointer(directory)
+  try:
+    return ckpt.latest_step() is not None
+  finally:
+    ckpt.close()

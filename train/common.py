@@ -1,0 +1,112 @@
+"""Config glue shared by the entry points: model, data and fit from a config.
+
+Everything here is wiring; the logic lives in `thinet_jax`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import ml_collections
+from ml_collections import config_flags
+
+from thinet_jax import data, models, presets, profile, train
+from thinet_jax.spec import ModelSpec
+
+
+def define_config_flag():
+  return config_flags.DEFINE_config_file(
+    "config", None, "Config file (configs/*.py), optionally ':runlocal'."
+  )
+
+
+@dataclasses.dataclass
+class Run:
+  """A config resolved into a model and its data."""
+
+  config: ml_collections.ConfigDict
+  spec: ModelSpec
+  variables: dict[str, Any]
+  train_data: Any
+  eval_data: Callable[[], Iterable[dict]]
+  steps_per_epoch: int
+  train_examples: int
+
+
+def setup(config: ml_collections.ConfigDict) -> Run:
+  """Model (from `init_checkpoint` or a fresh init of the preset) and data."""
+  if config.init_checkpoint:
+    spec, variables, meta = train.load_model(config.init_checkpoint)
+    if meta["image_size"] != config.image_size:
+      raise ValueError(
+        f"{config.init_checkpoint} was trained at image_size "
+        f"{meta['image_size']}, the config says {config.image_size}"
+      )
+  else:
+    spec = presets.get(config.model)
+    variables = models.init(
+      spec, jax.random.key(config.seed), config.image_size
+    )
+  per_process = config.batch_size // jax.process_count()
+  data_dir = config.data_dir or None
+  train_data = data.dataset(
+    config.dataset, config.train_split, data_dir=data_dir,
+    batch_size=per_process, image_size=config.image_size, train=True,
+    seed=config.seed, num_epochs=None,
+  )  # fmt: skip
+  n_train = len(data.source(config.dataset, config.train_split, data_dir))
+  steps = config.steps_per_epoch
+  if steps <= 0:
+    steps = n_train // config.batch_size
+
+  def eval_data():
+    ds = data.dataset(
+      config.dataset, config.eval_split, data_dir=data_dir,
+      batch_size=per_process, image_size=config.image_size, train=False,
+    )  # fmt: skip
+    n = None if config.eval_batches < 0 else config.eval_batches
+    return itertools.islice(ds, n)
+
+  return Run(config, spec, variables, train_data, eval_data, steps, n_train)
+
+
+def fit(run: Run, variables, workdir: str, desc: str, spec=None, config=None):
+  """`train.fit` with the run's data and the config's schedule."""
+  return train.fit(
+    spec or run.spec, variables, train_data=run.train_data,
+    eval_data=run.eval_data, config=config or run.config,
+    steps_per_epoch=run.steps_per_epoch, image_size=run.config.image_size,
+    workdir=workdir, seed=run.config.seed, desc=desc,
+  )  # fmt: skip
+
+
+def model_report(run: Run, spec, variables, history) -> dict[str, Any]:
+  """Accuracy (last evaluation, else a fresh one), params and FLOPs."""
+  result = (
+    history[-1] if history else train.evaluate(spec, variables, run.eval_data())
+  )
+  prof = profile.count(spec, run.config.image_size)
+  return {
+    "model": spec.to_dict(),
+    "params": prof["params"],
+    "flops": prof["flops"],
+    **{k: v for k, v in result.items() if k not in ("step", "epoch")},
+    "history": history,
+  }
+
+
+def save_model(directory: str, run: Run, spec, variables) -> None:
+  train.save_model(directory, spec, variables, run.config.image_size)
+
+
+def quiet_logging() -> None:
+  """Orbax logs every checkpoint step at INFO; keep the console readable
+  unless --verbosity was given."""
+  from absl import flags, logging
+
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)

@@ -1,0 +1,47 @@
+"""Trains a config's model from scratch (or from a checkpoint); resumable.
+
+  python -m train.main --config configs/fmnist_vgg16.py --workdir runs/vgg
+
+Started again with the same command after an interruption, it continues from
+the latest checkpoint in <workdir>/checkpoints. Writes <workdir>/metrics.jsonl,
+<workdir>/report.json and the trained model to <workdir>/model (a checkpoint
+holding the spec, restorable with `train.Checkpointer(dir).restore()`).
+"""
+
+import json
+import os
+import time
+
+from absl import app, flags
+
+from train import common
+
+_CONFIG = common.define_config_flag()
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  common.quiet_logging()
+  start = time.time()
+  config = _CONFIG.value
+  workdir = _WORKDIR.value
+  run = common.setup(config)
+  variables, history = common.fit(run, run.variables, workdir, "train")
+  report = common.model_report(run, run.spec, variables, history)
+  report["wall_s"] = time.time() - start
+  report["config"] = config.to_dict()
+  common.save_model(os.path.join(workdir, "model"), run, run.spec, variables)
+  with open(os.path.join(workdir, "report.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  print(
+    f"{config.model}: test accuracy {report['accuracy']:.4f} "
+    f"({report['examples']} images), {report['params']:,} params, "
+    f"{report['flops']:,} FLOPs; model in {workdir}/model"
+  )
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,116 @@
+"""The ThiNet procedure on a trained model: prune, fine-tune, report.
+
+  python -m train.prune --config configs/fmnist_vgg16_thinet.py \
+      --workdir runs/prune
+
+Group by group (paper section 3.3): statistics on class-balanced training
+images through the current model, selection by the configured criterion,
+least squares, surgery, a short fine-tune; then a final fine-tune. Every
+step is checkpointed under <workdir>: the same command started again after
+an interruption continues where it stopped and ends with the same result.
+Writes <workdir>/report.json, report.md, accuracy.png, widths.png and the
+pruned model to <workdir>/model.
+"""
+
+import os
+import time
+
+import jax
+from absl import app, flags
+
+from thinet_jax import data, pipeline, profile, report, train
+from train import common
+
+_CONFIG = common.define_config_flag()
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  common.quiet_logging()
+  start = time.time()
+  config = _CONFIG.value
+  workdir = _WORKDIR.value
+  if not config.init_checkpoint:
+    raise app.UsageError(
+      "config.init_checkpoint is empty: ThiNet prunes a trained model; set "
+      "it to a model directory (e.g. baselines/vgg16-fmnist)"
+    )
+  run = common.setup(config)
+  base_spec, base_vars = run.spec, run.variables
+  evaluate = lambda spec, variables: train.evaluate(  # noqa: E731
+    spec, variables, run.eval_data()
+  )
+  baseline = evaluate(base_spec, base_vars)
+  print(f"baseline {config.model}: accuracy {baseline['accuracy']:.4f}")
+
+  images, labels = data.arrays(
+    config.dataset, config.train_split, config.data_dir or None
+  )
+
+  def stats_batches(i):
+    idx = data.class_balanced(labels, config.images_per_class, config.seed + i)
+    return data.pipeline(
+      data.ArraySource(images[idx], labels[idx]),
+      batch_size=min(config.batch_size, len(idx)),
+      image_size=config.image_size, train=False,
+      dataset_name=config.dataset, shard_index=0, shard_count=1,
+    )  # fmt: skip
+
+  def finetune(spec, variables, step_dir, epochs, lr, desc):
+    ft = config.copy_and_resolve_references()
+    ft.num_epochs, ft.learning_rate = epochs, lr
+    ft.schedule, ft.warmup_epochs = "constant", 0.0
+    ft.eval_every_epochs = 10**6  # The procedure evaluates after each step.
+    variables, _ = train.fit(
+      spec, variables, train_data=run.train_data, eval_data=None, config=ft,
+      steps_per_epoch=run.steps_per_epoch, image_size=config.image_size,
+      workdir=step_dir, seed=config.seed, desc=desc,
+    )  # fmt: skip
+    return variables
+
+  plans = pipeline.plan(
+    base_spec,
+    list(config.groups) or None,
+    list(config.keep_ratio)
+    if isinstance(config.keep_ratio, tuple | list)
+    else config.keep_ratio,
+    config.finetune_epochs,
+    config.finetune_lr,
+    config.stage_end_epochs,
+  )
+  spec, variables, records = pipeline.run_procedure(
+    base_spec, base_vars, plans, stats_batches=stats_batches,
+    finetune=finetune, evaluate=evaluate, workdir=workdir,
+    image_size=config.image_size, criterion=config.criterion,
+    least_squares=config.least_squares, ridge=config.ridge,
+    mode=config.stats_mode, samples_per_image=config.samples_per_image,
+    seed=config.seed,
+  )  # fmt: skip
+  before_final = evaluate(spec, variables)
+  variables, history = common.fit(
+    run, variables, os.path.join(workdir, "final"), "final fine-tune", spec
+  )
+  final = history[-1] if history else evaluate(spec, variables)
+  train.save_model(
+    os.path.join(workdir, "model"), spec, variables, config.image_size
+  )
+  result = report.procedure_report(
+    base_spec, spec, config.image_size, baseline, records, before_final,
+    final, config.to_dict(), time.time() - start, jax.devices(),
+  )  # fmt: skip
+  report.write(workdir, result)
+  print(report.markdown_table(result))
+  base = profile.count(base_spec, config.image_size)["flops"]
+  now = profile.count(spec, config.image_size)["flops"]
+  print(
+    f"{config.criterion}: accuracy {baseline['accuracy']:.4f} -> "
+    f"{final['accuracy']:.4f}, FLOPs {base / now:.2f}x fewer; "
+    f"report: {workdir}/report.md, model: {workdir}/model"
+  )
+
+
+if __name__ == "__main__":
+  app.run(main)
