@@ -1,0 +1,295 @@
+"""Training library, checkpoints, export and the procedure's commands."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from configs import default
+from thinet_jax import export, models, pipeline, train
+from thinet_jax.spec import ModelSpec
+
+from conftest import random_variables
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SPEC = ModelSpec(
+  family="vgg", layers=(4, "M", 6), head="fc", fc_widths=(8,), dropout=0.3,
+  batch_norm=True, num_classes=10, in_channels=1,
+)  # fmt: skip
+
+
+def _config(**changes):
+  config = default.get_config()
+  config.update(changes)
+  return config
+
+
+def _batch(seed=0, n=16):
+  rng = np.random.default_rng(seed)
+  return {
+    "image": rng.normal(size=(n, 8, 8, 1)).astype(np.float32),
+    "label": rng.integers(0, 10, n).astype(np.int32),
+  }
+
+
+def test_train_steps_lower_the_loss_and_do_not_recompile():
+  config = _config(learning_rate=0.05, warmup_epochs=0.0, schedule="constant")
+  tx = train.optimizer(config, steps_per_epoch=10)
+  mesh = train.data_mesh()  # As `fit` places state and batches.
+  state = train.create_state(random_variables(SPEC, 8), tx)
+  state = jax.device_put(state, jax.sharding.NamedSharding(mesh, P()))
+  step = jax.jit(train.make_train_step(SPEC, tx), donate_argnums=0)
+  batch = train.shard_batch(_batch(), mesh)
+  losses = []
+  for _ in range(15):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+  assert losses[-1] < 0.7 * losses[0], losses
+  assert step._cache_size() == 1
+  assert int(state.step) == 15
+
+
+def test_weight_decay_only_on_kernels():
+  config = _config(
+    learning_rate=0.1, weight_decay=0.5, momentum=0.0, nesterov=False,
+    warmup_epochs=0.0, schedule="constant",
+  )  # fmt: skip
+  tx = train.optimizer(config, steps_per_epoch=1)
+  params = {"conv": {"kernel": jnp.ones(3), "bias": jnp.ones(3)}}
+  zero = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  np.testing.assert_allclose(updates["conv"]["kernel"], -0.05 * np.ones(3))
+  np.testing.assert_allclose(updates["conv"]["bias"], np.zeros(3))
+
+
+def test_schedules():
+  config = _config(learning_rate=1.0, num_epochs=10.0, warmup_epochs=1.0,
+                   schedule="step", lr_drop_epochs=(5, 8))  # fmt: skip
+  lr = train.schedule(config, steps_per_epoch=10)
+  assert float(lr(0)) == 0.0 and float(lr(10)) == pytest.approx(1.0)
+  assert float(lr(49)) == pytest.approx(1.0)
+  assert float(lr(51)) == pytest.approx(0.1)
+  assert float(lr(85)) == pytest.approx(0.01)
+  config.schedule = "cosine"
+  lr = train.schedule(config, steps_per_epoch=10)
+  assert float(lr(100)) == pytest.approx(0.0, abs=1e-6)
+  config.schedule = "linear"
+  with pytest.raises(ValueError, match="schedule must be"):
+    train.schedule(config, 10)
+
+
+def test_evaluate_counts_masked_examples_once():
+  variables = random_variables(SPEC, 8)
+  batch = _batch(1)
+  logits = np.asarray(models.build(SPEC).apply(variables, batch["image"]))
+  mask = np.ones(16, np.float32)
+  mask[10:] = 0
+  result = train.evaluate(SPEC, variables, [{**batch, "mask": mask}])
+  want = np.mean(logits[:10].argmax(-1) == batch["label"][:10])
+  assert result["examples"] == 10
+  assert result["accuracy"] == pytest.approx(want)
+  top5 = np.mean(
+    [batch["label"][i] in np.argsort(-logits[i])[:5] for i in range(10)]
+  )
+  assert result["top5"] == pytest.approx(top5)
+
+
+def test_model_directory_restores_in_a_fresh_process(tmp_path):
+  variables = random_variables(SPEC, 8)
+  train.save_model(str(tmp_path / "model"), SPEC, variables, 8, {"note": 1})
+  x = _batch(2)["image"]
+  np.save(tmp_path / "x.npy", x)
+  code = (
+    "import sys, numpy as np\n"
+    "from thinet_jax import models, train\n"
+    "spec, variables, meta = train.load_model(sys.argv[1])\n"
+    "x = np.load(sys.argv[2])\n"
+    "np.save(sys.argv[3], models.build(spec).apply(variables, x))\n"
+    "assert meta['extra'] == {'note': 1} and meta['image_size'] == 8\n"
+  )
+  subprocess.run(
+    [sys.executable, "-c", code, str(tmp_path / "model"),
+     str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+    check=True, cwd=ROOT, timeout=300,
+  )  # fmt: skip
+  want = models.build(SPEC).apply(variables, x)
+  np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), want)
+
+
+def test_export_round_trip(tmp_path):
+  variables = random_variables(SPEC, 8)
+  path = tmp_path / "model.jaxexport"
+  path.write_bytes(export.export_model(SPEC, variables, image_size=8))
+  forward = export.load(path.read_bytes())
+  for n in (1, 5):  # symbolic batch size
+    x = _batch(3, n)["image"]
+    np.testing.assert_allclose(
+      forward(x), models.build(SPEC).apply(variables, x), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    train.load_model(str(tmp_path / "nope"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    train.load_model(str(tmp_path / "empty"))
+
+
+def _fit(spec, workdir, steps=2):
+  config = _config(num_epochs=1.0, warmup_epochs=0.0, log_every_steps=1,
+                   checkpoint_every_steps=1)  # fmt: skip
+  batches = [_batch(i) for i in range(steps)]
+
+  class Data:  # A minimal resumable iterable of batches.
+    def __iter__(self):
+      return Iterator()
+
+  class Iterator:
+    i = 0
+
+    def __next__(self):
+      self.i += 1
+      return batches[(self.i - 1) % steps]
+
+    def get_state(self):
+      return {"i": self.i}
+
+    def set_state(self, state):
+      self.i = state["i"]
+
+  return train.fit(
+    spec, random_variables(spec, 8), train_data=Data(), eval_data=None,
+    config=config, steps_per_epoch=steps, image_size=8, workdir=str(workdir),
+    progress=False,
+  )  # fmt: skip
+
+
+def test_checkpoint_of_another_spec_is_refused(tmp_path):
+  _fit(SPEC, tmp_path)
+  other = SPEC.replace(layers=(4, "M", 5))
+  with pytest.raises(train.SpecMismatchError, match="another model"):
+    _fit(other, tmp_path)
+
+
+def test_plan_errors_and_stage_ends():
+  spec = SPEC.replace(layers=(4, 4, "M", 6))
+  plans = pipeline.plan(spec, keep_ratio=0.5, finetune_epochs=1.0,
+                        stage_end_epochs=2.0)  # fmt: skip
+  assert [(p.name, p.finetune_epochs) for p in plans] == [
+    ("conv1_1", 1.0),
+    ("conv1_2", 2.0),
+  ]  # fmt: skip (paper groups: all stages but the last)
+  with pytest.raises(ValueError, match="keep_ratio must be in"):
+    pipeline.plan(spec, keep_ratio=1.5)
+  with pytest.raises(ValueError, match="one per group"):
+    pipeline.plan(spec, keep_ratio=[0.5, 0.5, 0.5])
+  with pytest.raises(KeyError, match="unknown groups"):
+    pipeline.plan(spec, ["conv7_1"])
+
+
+def _prune_cmd(workdir, model, *extra):
+  return [
+    sys.executable, "-m", "train.prune",
+    "--config=configs/fmnist_vgg16_thinet.py:runlocal",
+    f"--workdir={workdir}", f"--config.init_checkpoint={model}",
+    *extra,
+  ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+  """A vgg16-fmnist-shaped model with random variables (no training)."""
+  from thinet_jax import presets
+
+  spec = presets.get("vgg16-fmnist")
+  directory = tmp_path_factory.mktemp("model") / "model"
+  train.save_model(str(directory), spec, random_variables(spec, 32), 32)
+  return directory
+
+
+def test_prune_runlocal_end_to_end(tmp_path, small_model):
+  result = subprocess.run(
+    _prune_cmd(tmp_path, small_model), capture_output=True, text=True,
+    cwd=ROOT, timeout=900,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  for name in ("report.json", "report.md", "accuracy.png", "widths.png"):
+    assert (tmp_path / name).exists(), name
+  import json
+
+  report = json.loads((tmp_path / "report.json").read_text())
+  assert [s["group"] for s in report["steps"]] == ["conv1_1", "conv2_1"]
+  assert report["pruned"]["spec"]["layers"][:4] == [8, 16, "M", 16]
+  spec, _, _ = train.load_model(str(tmp_path / "model"))
+  assert spec.layers[:4] == (8, 16, "M", 16)
+  assert "conv2_1 | 32 -> 16" in result.stdout
+
+
+def test_prune_errors(tmp_path, small_model):
+  bad_field = subprocess.run(
+    _prune_cmd(tmp_path, small_model, "--config.no_such_field=1"),
+    capture_output=True, text=True, cwd=ROOT, timeout=300,
+  )  # fmt: skip
+  assert bad_field.returncode != 0 and "no_such_field" in bad_field.stderr
+  missing = subprocess.run(
+    _prune_cmd(tmp_path, tmp_path / "none"), capture_output=True, text=True,
+    cwd=ROOT, timeout=300,
+  )  # fmt: skip
+  assert missing.returncode != 0 and "does not exist" in missing.stderr
+  bad_ratio = subprocess.run(
+    _prune_cmd(tmp_path, small_model, "--config.keep_ratio=1.5"),
+    capture_output=True, text=True, cwd=ROOT, timeout=300,
+  )  # fmt: skip
+  assert (
+    bad_ratio.returncode != 0 and "keep_ratio must be in" in bad_ratio.stderr
+  )
+
+
+def _final_variables(workdir):
+  _, variables, _ = train.load_model(str(workdir / "model"))
+  return variables
+
+
+def test_killed_prune_resumes_to_the_same_result(tmp_path, small_model):
+  extra = ("--config.finetune_epochs=8", "--config.stage_end_epochs=8")
+  straight = tmp_path / "straight"
+  subprocess.run(
+    _prune_cmd(straight, small_model, *extra), check=True, cwd=ROOT,
+    capture_output=True, timeout=900,
+  )  # fmt: skip
+
+  killed = tmp_path / "killed"
+  ckpts = killed / "steps" / "01_conv2_1" / "finetune" / "checkpoints"
+  proc = subprocess.Popen(
+    _prune_cmd(killed, small_model, *extra), cwd=ROOT,
+    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+  )  # fmt: skip
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    if ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir()):
+      break
+    time.sleep(0.02)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  # Killed inside conv2_1's fine-tune: it had started and not finished.
+  assert ckpts.exists()
+  assert not (killed / "steps" / "01_conv2_1" / "finetuned").exists()
+  assert not (killed / "model").exists()
+  subprocess.run(
+    _prune_cmd(killed, small_model, *extra), check=True, cwd=ROOT,
+    capture_output=True, timeout=900,
+  )  # fmt: skip
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    _final_variables(straight),
+    _final_variables(killed),
+  )
