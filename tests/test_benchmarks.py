@@ -28,3 +28,16 @@ def test_presets_table_prints_every_preset():
   )  # fmt: skip
   assert result.returncode == 0, result.stderr[-3000:]
   assert "`thinet-30`" in result.stdout and "`resnet-fmnist`" in result.stdout
+
+
+def test_latency_quick(tmp_path):
+  out = tmp_path / "latency.json"
+  result = subprocess.run(
+    [sys.executable, "benchmarks/latency.py", "--quick", f"--out={out}"],
+    capture_output=True, text=True, cwd=ROOT, timeout=600,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(out.read_text())
+  assert report["summary"]["flops_reduction"] > 3.0  # ThiNet-Conv shape
+  for key in ("infer_b1_speedup", "infer_b8_speedup", "train_b8_speedup"):
+    assert report["summary"][key] > 0
