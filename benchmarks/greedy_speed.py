@@ -35,12 +35,13 @@ from thinet_jax import reconstruct, select
 OUT = pathlib.Path(__file__).resolve().parent / "greedy_speed.json"
 
 
-def official_value_sum(x: np.ndarray, keep_ratio: float):
-  """The official selection loop and least squares, in NumPy (float64)."""
-  goal = int(x.shape[1] * keep_ratio)
+def official_removals(x: np.ndarray, n_remove: int) -> list[int]:
+  """The official selection loop (ThiNet_ICCV compress_model.py,
+  `value_sum`) in NumPy: per step, the norm of the running sum plus every
+  remaining column; strict `<`, so ties go to the lowest index."""
   discard: list[int] = []
   x_tmp = np.zeros(x.shape[0])
-  for _ in range(x.shape[1] - goal):
+  for _ in range(n_remove):
     min_value, min_index = np.inf, -1
     for j in range(x.shape[1]):
       if j not in discard:
@@ -49,6 +50,13 @@ def official_value_sum(x: np.ndarray, keep_ratio: float):
           min_value, min_index = value, j
     discard.append(min_index)
     x_tmp += x[:, min_index]
+  return discard
+
+
+def official_value_sum(x: np.ndarray, keep_ratio: float):
+  """The official selection and closed-form least squares (float64)."""
+  goal = int(x.shape[1] * keep_ratio)
+  discard = official_removals(x, x.shape[1] - goal)
   index = np.sort(np.array(sorted(set(range(x.shape[1])) - set(discard))))
   selected = x[:, index]
   w = np.linalg.solve(selected.T @ selected, selected.T @ x.sum(axis=1))

@@ -30,6 +30,17 @@ from thinet_jax.spec import ModelSpec
 
 
 @dataclasses.dataclass(frozen=True)
+class PruneOptions:
+  """How a group is pruned (the keyword arguments of `prune_group`)."""
+
+  criterion: str = "thinet"
+  least_squares: bool = True
+  ridge: float = 0.0
+  mode: str = "sampled"
+  samples_per_image: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
 class PruneRecord:
   """What one pruning step did (JSON-ready via `dataclasses.asdict`).
 
@@ -237,11 +248,7 @@ def run_procedure(
   evaluate: Callable[[ModelSpec, dict[str, Any]], dict[str, float]],
   workdir: str,
   image_size: int,
-  criterion: str = "thinet",
-  least_squares: bool = True,
-  ridge: float = 0.0,
-  mode: str = "sampled",
-  samples_per_image: int = 10,
+  options: PruneOptions = PruneOptions(),
   seed: int = 0,
   progress: bool = True,
 ) -> tuple[ModelSpec, dict[str, Any], list[dict[str, Any]]]:
@@ -261,8 +268,7 @@ def run_procedure(
     evaluate: (spec, variables) -> {"accuracy", ...}.
     workdir: where the steps live.
     image_size: input size.
-    criterion, least_squares, ridge, mode, samples_per_image: see
-      `prune_group`.
+    options: criterion, least squares, sampling (see `prune_group`).
     seed: seeds sampling and the random criterion.
     progress: progress bars.
 
@@ -289,10 +295,8 @@ def run_procedure(
     else:
       spec, variables, prune_record = prune_group(
         spec, variables, p.name, stats_batches(i), keep_ratio=p.keep_ratio,
-        image_size=image_size, criterion=criterion,
-        least_squares=least_squares, ridge=ridge, mode=mode,
-        samples_per_image=samples_per_image,
-        key=jax.random.fold_in(jax.random.key(seed), i), progress=progress,
+        image_size=image_size, key=jax.random.fold_in(jax.random.key(seed), i),
+        progress=progress, **dataclasses.asdict(options),
       )  # fmt: skip
       record = dataclasses.asdict(prune_record)
       record["accuracy_pruned"] = evaluate(spec, variables)["accuracy"]

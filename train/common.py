@@ -18,10 +18,17 @@ from thinet_jax import data, models, presets, profile, train
 from thinet_jax.spec import ModelSpec
 
 
-def define_config_flag():
-  return config_flags.DEFINE_config_file(
+def define_flags():
+  """--config (a configs/*.py file, optionally ':runlocal', any field
+  overridable as --config.field=value) and --workdir, both required."""
+  from absl import flags
+
+  config = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/*.py), optionally ':runlocal'."
   )
+  workdir = flags.DEFINE_string("workdir", None, "Run directory.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  return config, workdir
 
 
 @dataclasses.dataclass

@@ -11,16 +11,12 @@ import json
 import os
 
 import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import app, logging
 
 from thinet_jax import data, describe, models, presets, profile
+from train import common
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config", None, "Config file (configs/*.py), optionally ':runlocal'."
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where report.json goes.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = common.define_flags()
 
 
 def main(argv):

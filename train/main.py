@@ -12,13 +12,11 @@ import json
 import os
 import time
 
-from absl import app, flags
+from absl import app
 
 from train import common
 
-_CONFIG = common.define_config_flag()
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = common.define_flags()
 
 
 def main(argv):

@@ -16,14 +16,12 @@ import os
 import time
 
 import jax
-from absl import app, flags
+from absl import app
 
 from thinet_jax import data, pipeline, profile, report, train
 from train import common
 
-_CONFIG = common.define_config_flag()
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = common.define_flags()
 
 
 def main(argv):
@@ -84,10 +82,11 @@ def main(argv):
   spec, variables, records = pipeline.run_procedure(
     base_spec, base_vars, plans, stats_batches=stats_batches,
     finetune=finetune, evaluate=evaluate, workdir=workdir,
-    image_size=config.image_size, criterion=config.criterion,
-    least_squares=config.least_squares, ridge=config.ridge,
-    mode=config.stats_mode, samples_per_image=config.samples_per_image,
-    seed=config.seed,
+    image_size=config.image_size, seed=config.seed,
+    options=pipeline.PruneOptions(
+      config.criterion, config.least_squares, config.ridge,
+      config.stats_mode, config.samples_per_image,
+    ),
   )  # fmt: skip
   before_final = evaluate(spec, variables)
   variables, history = common.fit(
