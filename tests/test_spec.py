@@ -115,6 +115,22 @@ def test_layer_names_follow_the_paper():
   assert len(set(names)) == 31
 
 
+def test_skeleton_ignores_prunable_widths_only():
+  vgg = presets.get("vgg16-fmnist")
+  assert (
+    presets.get("thinet-conv").skeleton() == presets.get("vgg16").skeleton()
+  )
+  assert vgg.replace(layers=(1,) + vgg.layers[1:]).skeleton() == vgg.skeleton()
+  assert vgg.replace(num_classes=3).skeleton() != vgg.skeleton()
+  assert (
+    presets.get("thinet-30").skeleton() == presets.get("resnet50").skeleton()
+  )
+  assert (
+    presets.get("resnet50-torchvision").skeleton()
+    != presets.get("resnet50").skeleton()
+  )
+
+
 def test_unknown_preset_lists_the_known_ones():
   with pytest.raises(KeyError, match="thinet-conv"):
     presets.get("thinet-99")

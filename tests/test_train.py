@@ -245,6 +245,17 @@ def test_prune_errors(tmp_path, small_model):
     cwd=ROOT, timeout=300,
   )  # fmt: skip
   assert missing.returncode != 0 and "does not exist" in missing.stderr
+  other = tmp_path / "resnet"
+  from thinet_jax import presets
+
+  resnet = presets.get("resnet-fmnist")
+  train.save_model(str(other), resnet, random_variables(resnet, 32), 32)
+  wrong_model = subprocess.run(
+    _prune_cmd(tmp_path, other), capture_output=True, text=True, cwd=ROOT,
+    timeout=300,
+  )  # fmt: skip
+  assert wrong_model.returncode != 0
+  assert "another architecture" in wrong_model.stderr
   bad_ratio = subprocess.run(
     _prune_cmd(tmp_path, small_model, "--config.keep_ratio=1.5"),
     capture_output=True, text=True, cwd=ROOT, timeout=300,

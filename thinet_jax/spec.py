@@ -235,6 +235,16 @@ class ModelSpec:
 
   # --- derived views --------------------------------------------------------
 
+  def skeleton(self) -> dict[str, Any]:
+    """The spec with every prunable width blanked out: two specs with equal
+    skeletons are the same architecture, perhaps pruned differently."""
+    d = self.to_dict()
+    if self.family == "vgg":
+      d["layers"] = [POOL if item == POOL else 0 for item in self.layers]
+    else:
+      d["block_widths"] = [[0, 0]] * len(self.block_widths)
+    return d
+
   def vgg_conv_names(self) -> list[str]:
     """Paper names of the VGG convs in order: conv1_1, conv1_2, conv2_1, ..."""
     names, stage, index = [], 1, 1

@@ -2,10 +2,10 @@
 
 State is data: a `TrainState` pytree (step, params, batch_stats, opt_state)
 updated by a pure jitted `train_step`. The optimizer is an Optax chain built
-from a config (SGD with momentum, decoupled-from-nothing L2 weight decay on
-kernels, cosine or step schedule with linear warm-up). One code path for any
-number of devices: batches are sharded over a `data` mesh axis, state is
-replicated, and XLA inserts the gradient all-reduce.
+from a config (SGD with momentum, L2 weight decay on kernels added to the
+gradient as Caffe does, cosine or step schedule with linear warm-up). One
+code path for any number of devices: batches are sharded over a `data` mesh
+axis, state is replicated, and XLA inserts the gradient all-reduce.
 
 A run checkpoints (Orbax `CheckpointManager`) the state, the ModelSpec as
 JSON and the input iterator's position, so `fit` started again on the same
@@ -13,8 +13,9 @@ workdir continues where it stopped and ends with the same result.
 
 Example:
 
-  >>> state, history = train.fit(spec, variables, train_data, eval_data,
-  ...                            config=config, workdir="runs/x")
+  >>> variables, history = train.fit(
+  ...     spec, variables, train_data=train_data, eval_data=eval_data,
+  ...     config=config, steps_per_epoch=468, image_size=32, workdir="runs/x")
 """
 
 from __future__ import annotations

@@ -48,6 +48,13 @@ def setup(config: ml_collections.ConfigDict) -> Run:
   """Model (from `init_checkpoint` or a fresh init of the preset) and data."""
   if config.init_checkpoint:
     spec, variables, meta = train.load_model(config.init_checkpoint)
+    expected = presets.get(config.model)
+    if spec.skeleton() != expected.skeleton():
+      raise ValueError(
+        f"{config.init_checkpoint} holds a model of another architecture "
+        f"than config.model={config.model!r}: {spec.to_json(indent=None)}; "
+        "set config.model to the checkpoint's preset"
+      )
     if meta["image_size"] != config.image_size:
       raise ValueError(
         f"{config.init_checkpoint} was trained at image_size "
