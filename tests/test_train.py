@@ -232,6 +232,16 @@ def test_prune_runlocal_end_to_end(tmp_path, small_model):
   spec, _, _ = train.load_model(str(tmp_path / "model"))
   assert spec.layers[:4] == (8, 16, "M", 16)
   assert "conv2_1 | 32 -> 16" in result.stdout
+  # The criteria table script reads such reports.
+  table = subprocess.run(
+    [sys.executable, "benchmarks/criteria_table.py", str(tmp_path),
+     f"--out={tmp_path / 'criteria.json'}"],
+    capture_output=True, text=True, cwd=ROOT, timeout=300,
+  )  # fmt: skip
+  assert table.returncode == 0, table.stderr[-3000:]
+  rows = json.loads((tmp_path / "criteria.json").read_text())
+  assert rows[0]["criterion"] == "thinet"
+  assert rows[0]["accuracy"] == report["pruned"]["accuracy"]
 
 
 def test_prune_errors(tmp_path, small_model):
