@@ -284,12 +284,12 @@ def run_procedure(
       workdir, "steps", f"{i:02d}_{p.name.replace('/', '-')}"
     )
     done_dir = os.path.join(step_dir, "finetuned")
-    if _has_model(done_dir):
+    if train.has_checkpoint(done_dir):
       spec, variables, meta = train.load_model(done_dir)
       records.append(meta["extra"])
       continue
     pruned_dir = os.path.join(step_dir, "pruned")
-    if _has_model(pruned_dir):
+    if train.has_checkpoint(pruned_dir):
       spec, variables, meta = train.load_model(pruned_dir)
       record = meta["extra"]
     else:
@@ -314,9 +314,3 @@ def run_procedure(
     train.save_model(done_dir, spec, variables, image_size, record)
     records.append(record)
   return spec, variables, records
-
-
-def _has_model(directory: str) -> bool:
-  from thinet_jax import train
-
-  return train.has_checkpoint(directory)
