@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -197,6 +198,13 @@ def make_eval_step(spec: ModelSpec):
   return step
 
 
+@functools.lru_cache(maxsize=16)
+def jitted_eval_step(spec: ModelSpec):
+  """`jax.jit(make_eval_step(spec))`, one per spec: evaluating the same
+  model twice (after pruning, after fine-tuning) compiles once."""
+  return jax.jit(make_eval_step(spec))
+
+
 def data_mesh() -> jax.sharding.Mesh:
   """A 1-D mesh over every device (all hosts), axis "data"."""
   return jax.make_mesh(
@@ -225,7 +233,7 @@ def evaluate(
 ) -> dict[str, float]:
   """Top-1 / top-5 accuracy and mean loss over (masked) batches."""
   mesh = mesh or data_mesh()
-  eval_step = eval_step or jax.jit(make_eval_step(spec))
+  eval_step = eval_step or jitted_eval_step(spec)
   totals = dict(loss=0.0, top1=0.0, top5=0.0, count=0.0)
   it = tqdm.tqdm(batches, desc="eval", unit="batch", disable=not progress)
   for batch in it:
@@ -401,7 +409,7 @@ def fit(
     state = create_state(variables, tx)
   state = jax.device_put(state, replicated)
   train_step = jax.jit(make_train_step(spec, tx, seed), donate_argnums=0)
-  eval_step = jax.jit(make_eval_step(spec))
+  eval_step = jitted_eval_step(spec)
   start_step = int(state.step)
   bar = tqdm.tqdm(
     total=total, initial=start_step, desc=desc, unit="step",
