@@ -264,7 +264,9 @@ def run_procedure(
     spec, variables: the model to prune.
     plans: from `plan`.
     stats_batches: i -> batches of statistics images for step i.
-    finetune: (spec, variables, workdir, epochs, lr, desc) -> variables.
+    finetune: (spec, variables, workdir, epochs, lr, desc, step) ->
+      variables; `step` is the index into `plans`, so each fine-tune can
+      draw its own batches.
     evaluate: (spec, variables) -> {"accuracy", ...}.
     workdir: where the steps live.
     image_size: input size.
@@ -304,7 +306,7 @@ def run_procedure(
     if p.finetune_epochs > 0:
       variables = finetune(
         spec, variables, os.path.join(step_dir, "finetune"),
-        p.finetune_epochs, p.finetune_lr, f"fine-tune {p.name}",
+        p.finetune_epochs, p.finetune_lr, f"fine-tune {p.name}", i,
       )  # fmt: skip
     record = {
       **record,

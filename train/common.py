@@ -38,7 +38,7 @@ class Run:
   config: ml_collections.ConfigDict
   spec: ModelSpec
   variables: dict[str, Any]
-  train_data: Any
+  train_data: Callable[[int], Any]  # seed -> endless shuffled train batches
   eval_data: Callable[[], Iterable[dict]]
   steps_per_epoch: int
   train_examples: int
@@ -67,11 +67,14 @@ def setup(config: ml_collections.ConfigDict) -> Run:
     )
   per_process = config.batch_size // jax.process_count()
   data_dir = config.data_dir or None
-  train_data = data.dataset(
-    config.dataset, config.train_split, data_dir=data_dir,
-    batch_size=per_process, image_size=config.image_size, train=True,
-    seed=config.seed, num_epochs=None,
-  )  # fmt: skip
+
+  def train_data(seed: int):
+    return data.dataset(
+      config.dataset, config.train_split, data_dir=data_dir,
+      batch_size=per_process, image_size=config.image_size, train=True,
+      seed=seed, num_epochs=None,
+    )  # fmt: skip
+
   n_train = len(data.source(config.dataset, config.train_split, data_dir))
   steps = config.steps_per_epoch
   if steps <= 0:
@@ -88,11 +91,20 @@ def setup(config: ml_collections.ConfigDict) -> Run:
   return Run(config, spec, variables, train_data, eval_data, steps, n_train)
 
 
-def fit(run: Run, variables, workdir: str, desc: str, spec=None, config=None):
-  """`train.fit` with the run's data and the config's schedule."""
+def fit(
+  run: Run, variables, workdir: str, desc: str, spec=None, config=None,
+  data_seed: int | None = None, eval_data: bool = True,
+):
+  """`train.fit` with the run's data and the config's schedule.
+
+  data_seed: shuffling/augmentation seed (default config.seed); fine-tunes
+  of a procedure each take their own, so none replays another's batches.
+  """
+  config = config or run.config
+  seed = run.config.seed if data_seed is None else data_seed
   return train.fit(
-    spec or run.spec, variables, train_data=run.train_data,
-    eval_data=run.eval_data, config=config or run.config,
+    spec or run.spec, variables, train_data=run.train_data(seed),
+    eval_data=run.eval_data if eval_data else None, config=config,
     steps_per_epoch=run.steps_per_epoch, image_size=run.config.image_size,
     workdir=workdir, seed=run.config.seed, desc=desc,
   )  # fmt: skip

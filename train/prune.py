@@ -57,16 +57,16 @@ def main(argv):
       dataset_name=config.dataset, shard_index=0, shard_count=1,
     )  # fmt: skip
 
-  def finetune(spec, variables, step_dir, epochs, lr, desc):
+  def finetune(spec, variables, step_dir, epochs, lr, desc, step):
     ft = config.copy_and_resolve_references()
     ft.num_epochs, ft.learning_rate = epochs, lr
     ft.schedule, ft.warmup_epochs = "constant", 0.0
-    ft.eval_every_epochs = 10**6  # The procedure evaluates after each step.
-    variables, _ = train.fit(
-      spec, variables, train_data=run.train_data, eval_data=None, config=ft,
-      steps_per_epoch=run.steps_per_epoch, image_size=config.image_size,
-      workdir=step_dir, seed=config.seed, desc=desc,
-    )  # fmt: skip
+    # Fresh batches for every step (seed + 1 + step); the procedure
+    # evaluates after each step itself.
+    variables, _ = common.fit(
+      run, variables, step_dir, desc, spec, ft, config.seed + 1 + step,
+      eval_data=False,
+    )
     return variables
 
   plans = pipeline.plan(
@@ -90,7 +90,8 @@ def main(argv):
   )  # fmt: skip
   before_final = evaluate(spec, variables)
   variables, history = common.fit(
-    run, variables, os.path.join(workdir, "final"), "final fine-tune", spec
+    run, variables, os.path.join(workdir, "final"), "final fine-tune", spec,
+    data_seed=config.seed + 1 + len(plans),
   )
   final = history[-1] if history else evaluate(spec, variables)
   train.save_model(
