@@ -21,6 +21,10 @@ def get_config(arg: str | None = None):
   config.init_checkpoint = "baselines/vgg16-fmnist"  # The shipped baseline.
   config.groups = ()  # Producers to prune, in order; () = the paper's choice.
   config.keep_ratio = 0.5  # Kept fraction: one value, or one per group.
+  # Instead of keep_ratio: keep this fraction of the original cost, with
+  # per-group keep counts from sweep.allocation (0 = off).
+  config.budget = 0.0
+  config.budget_metric = "flops"  # "flops" or "params".
   config.criterion = "thinet"  # thinet, weight_sum, apoz or random.
   config.least_squares = True  # Rescale kept channels (paper eq. 6).
   config.ridge = 0.0  # Ridge term of the least squares.

@@ -2,8 +2,10 @@
 
 import jax
 import numpy as np
+import pytest
 
-from thinet_jax import models
+from thinet_jax import models, presets, train
+from thinet_jax.spec import ModelSpec
 
 # Exact float32 matmuls on accelerators too (CPU is exact already), so the
 # tolerances against the float64 NumPy references hold on every backend.
@@ -44,3 +46,45 @@ def random_variables(spec, image_size, seed=0):
     return value.astype(np.float32)
 
   return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+  """A vgg16-fmnist-shaped model with random variables (no training)."""
+  spec = presets.get("vgg16-fmnist")
+  directory = tmp_path_factory.mktemp("model") / "model"
+  train.save_model(str(directory), spec, random_variables(spec, 32), 32)
+  return directory
+
+
+# Tiny specs covering every group kind: VGG with and without BatchNorm,
+# flatten and global-pooling heads; ResNet with both stride placements.
+SPECS = {
+  "vgg_bn_fc": ModelSpec(
+    family="vgg", layers=(4, "M", 6, 5, "M"), head="fc", fc_widths=(7,),
+    batch_norm=True, num_classes=3, in_channels=2,
+  ),
+  "vgg_plain_fc": ModelSpec(
+    family="vgg", layers=(4, 6, "M", 5), head="fc", num_classes=3,
+    in_channels=2,
+  ),
+  "vgg_bn_gap": ModelSpec(
+    family="vgg", layers=(4, "M", 6, 5), head="gap", batch_norm=True,
+    num_classes=3, in_channels=2,
+  ),
+  "vgg_plain_gap": ModelSpec(
+    family="vgg", layers=(4, "M", 6, 5), head="gap", num_classes=3,
+    in_channels=2,
+  ),
+  **{
+    f"resnet_{p}": presets.resnet_thinet(
+      1.0, stage_sizes=(2, 1), inner=(3, 5), out=(8, 12), stem="small",
+      stem_width=4, stride_placement=p, num_classes=3, in_channels=2,
+    )
+    for p in ("caffe", "torchvision")
+  },
+  "resnet_nobn": presets.resnet_thinet(
+    1.0, stage_sizes=(1, 1), inner=(3, 5), out=(8, 12), stem="small",
+    stem_width=4, num_classes=3, in_channels=2,
+  ).replace(batch_norm=False),
+}  # fmt: skip

@@ -7,39 +7,8 @@ import numpy as np
 import pytest
 
 from thinet_jax import groups, models, presets, profile, surgery
-from thinet_jax.spec import ModelSpec
 
-from conftest import random_variables
-
-SPECS = {
-  "vgg_bn_fc": ModelSpec(
-    family="vgg", layers=(4, "M", 6, 5, "M"), head="fc", fc_widths=(7,),
-    batch_norm=True, num_classes=3, in_channels=2,
-  ),
-  "vgg_plain_fc": ModelSpec(
-    family="vgg", layers=(4, 6, "M", 5), head="fc", num_classes=3,
-    in_channels=2,
-  ),
-  "vgg_bn_gap": ModelSpec(
-    family="vgg", layers=(4, "M", 6, 5), head="gap", batch_norm=True,
-    num_classes=3, in_channels=2,
-  ),
-  "vgg_plain_gap": ModelSpec(
-    family="vgg", layers=(4, "M", 6, 5), head="gap", num_classes=3,
-    in_channels=2,
-  ),
-  **{
-    f"resnet_{p}": presets.resnet_thinet(
-      1.0, stage_sizes=(2, 1), inner=(3, 5), out=(8, 12), stem="small",
-      stem_width=4, stride_placement=p, num_classes=3, in_channels=2,
-    )
-    for p in ("caffe", "torchvision")
-  },
-  "resnet_nobn": presets.resnet_thinet(
-    1.0, stage_sizes=(1, 1), inner=(3, 5), out=(8, 12), stem="small",
-    stem_width=4, num_classes=3, in_channels=2,
-  ).replace(batch_norm=False),
-}  # fmt: skip
+from conftest import SPECS, random_variables
 
 SIZE = 8
 

@@ -205,17 +205,6 @@ def _prune_cmd(workdir, model, *extra):
   ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
-  """A vgg16-fmnist-shaped model with random variables (no training)."""
-  from thinet_jax import presets
-
-  spec = presets.get("vgg16-fmnist")
-  directory = tmp_path_factory.mktemp("model") / "model"
-  train.save_model(str(directory), spec, random_variables(spec, 32), 32)
-  return directory
-
-
 def test_prune_runlocal_end_to_end(tmp_path, small_model):
   result = subprocess.run(
     _prune_cmd(tmp_path, small_model), capture_output=True, text=True,
@@ -273,6 +262,23 @@ def test_prune_errors(tmp_path, small_model):
   assert (
     bad_ratio.returncode != 0 and "keep_ratio must be in" in bad_ratio.stderr
   )
+
+
+def test_prune_with_a_flops_budget(tmp_path, small_model):
+  result = subprocess.run(
+    _prune_cmd(tmp_path, small_model, "--config.budget=0.85"),
+    capture_output=True, text=True, cwd=ROOT, timeout=900,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  import json
+
+  report = json.loads((tmp_path / "report.json").read_text())
+  allocation = json.loads((tmp_path / "allocation.json").read_text())
+  assert report["allocation"] == allocation
+  kept = {s["group"]: s["width_after"] for s in report["steps"]}
+  assert kept == allocation["counts"]
+  fraction = report["pruned"]["flops"] / report["baseline"]["flops"]
+  assert 0.85 * 0.98 <= fraction <= 0.85
 
 
 def _final_variables(workdir):

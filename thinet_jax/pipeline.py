@@ -83,6 +83,7 @@ def prune_group(
   key: jax.Array | None = None,
   max_batches: int | None = None,
   progress: bool = True,
+  n_keep: int | None = None,
 ) -> tuple[ModelSpec, dict[str, Any], PruneRecord]:
   """Prunes one group by a named criterion; returns the smaller model.
 
@@ -100,6 +101,8 @@ def prune_group(
     key: PRNG key for sampling and the random criterion.
     max_batches: statistics batches to use.
     progress: show a progress bar.
+    n_keep: keep exactly this many channels instead (e.g. from
+      `sweep.allocate`); `keep_ratio` is then ignored.
 
   Returns:
     (new spec, new variables, PruneRecord).
@@ -109,7 +112,12 @@ def prune_group(
       f"unknown criterion {criterion!r}; known: {', '.join(select.CRITERIA)}"
     )
   group = groups.get(spec, group_name)
-  n_keep = select.keep_count(group.width, keep_ratio)
+  if n_keep is None:
+    n_keep = select.keep_count(group.width, keep_ratio)
+  elif not 1 <= n_keep <= group.width:
+    raise ValueError(
+      f"n_keep must be in [1, {group.width}] for {group_name}, got {n_keep}"
+    )
   key = jax.random.key(0) if key is None else key
   stats_key, select_key = jax.random.split(key)
   group_stats = stats.collect(
@@ -166,6 +174,7 @@ class GroupPlan:
   keep_ratio: float
   finetune_epochs: float
   finetune_lr: float
+  n_keep: int | None = None  # Exact keep count (allocation); else the ratio.
 
 
 def plan(
@@ -175,6 +184,7 @@ def plan(
   finetune_epochs: float = 1.0,
   finetune_lr: float = 1e-3,
   stage_end_epochs: float | None = None,
+  keep_counts: dict[str, int] | None = None,
 ) -> list[GroupPlan]:
   """The paper's schedule: prune each group, fine-tune briefly, go on.
 
@@ -187,6 +197,8 @@ def plan(
     stage_end_epochs: fine-tuning after the last group of a stage (the
       group before a pool, or the 2b of a stage's last block; paper: 2
       epochs); default `finetune_epochs`.
+    keep_counts: name -> exact keep count (`sweep.allocate`), overriding
+      `keep_ratio` for the groups it names.
   """
   all_groups = {g.name: g for g in groups.groups(spec)}
   names = names or [g.name for g in groups.paper_groups(spec)]
@@ -211,13 +223,21 @@ def plan(
   stage_end_epochs = (
     finetune_epochs if stage_end_epochs is None else stage_end_epochs
   )
-  return [
-    GroupPlan(
-      n, float(r), stage_end_epochs if n in ends else finetune_epochs,
-      finetune_lr,
-    )
-    for n, r in zip(names, ratios, strict=True)
-  ]  # fmt: skip
+  keep_counts = keep_counts or {}
+  stray = sorted(set(keep_counts) - set(names))
+  if stray:
+    raise KeyError(f"keep_counts names groups {stray} that are not planned")
+  plans = []
+  for n, r in zip(names, ratios, strict=True):
+    count = keep_counts.get(n)
+    if count is not None:
+      width = all_groups[n].width
+      if not 1 <= count <= width:
+        raise ValueError(f"keep count {count} for {n} is outside [1, {width}]")
+      r = count / width
+    epochs = stage_end_epochs if n in ends else finetune_epochs
+    plans.append(GroupPlan(n, float(r), epochs, finetune_lr, count))
+  return plans
 
 
 def _stage_ends(spec: ModelSpec) -> set[str]:
@@ -298,7 +318,7 @@ def run_procedure(
       spec, variables, prune_record = prune_group(
         spec, variables, p.name, stats_batches(i), keep_ratio=p.keep_ratio,
         image_size=image_size, key=jax.random.fold_in(jax.random.key(seed), i),
-        progress=progress, **dataclasses.asdict(options),
+        progress=progress, n_keep=p.n_keep, **dataclasses.asdict(options),
       )  # fmt: skip
       record = dataclasses.asdict(prune_record)
       record["accuracy_pruned"] = evaluate(spec, variables)["accuracy"]

@@ -154,3 +154,72 @@ def _plots(workdir: str, report: dict[str, Any]) -> None:
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, "widths.png"), dpi=100)
   plt.close(fig)
+
+
+# --- ratio sweeps -----------------------------------------------------------
+
+
+def sweep_table(result: dict[str, Any]) -> str:
+  """Accuracy (before fine-tuning) per criterion and keep ratio."""
+  lines_ = result["lines"]
+  first = next(iter(lines_.values()))
+  tuned = "accuracy_finetuned" in first[0]
+  head = "| line | " + " | ".join(
+    f"{r['ratio']:.2f} ({100 * r['flops_fraction']:.0f}% FLOPs)" for r in first
+  )
+  out = [head + " |", "|---|" + "---:|" * len(first)]
+  for label, rows in lines_.items():
+    cells = []
+    for r in rows:
+      cell = f"{r['accuracy']:.4f}"
+      if tuned:
+        cell += f" / {r['accuracy_finetuned']:.4f}"
+      cells.append(cell)
+    out.append(f"| {label} | " + " | ".join(cells) + " |")
+  out.append("")
+  out.append(
+    f"Baseline accuracy {result['baseline']['accuracy']:.4f}; cells: "
+    "accuracy right after pruning"
+    + (" / after the vmapped fine-tune" if tuned else "")
+    + ". Columns: the mean kept fraction of the pruned groups (the allocated"
+    " line keeps the same FLOPs with per-group counts)."
+  )
+  return "\n".join(out)
+
+
+def write_sweep(workdir: str, result: dict[str, Any]) -> None:
+  """sweep.json, sweep.md and sweep.png in `workdir`."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "sweep.json"), "w") as f:
+    json.dump(result, f, indent=2)
+  config = result.get("config", {})
+  with open(os.path.join(workdir, "sweep.md"), "w") as f:
+    f.write(
+      f"# Ratio sweep: {config.get('model')} on {config.get('dataset')}\n\n"
+      + sweep_table(result)
+      + "\n"
+    )
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for label, rows in result["lines"].items():
+    ax.plot(
+      [100 * r["flops_fraction"] for r in rows],
+      [r["accuracy"] for r in rows],
+      marker="o",
+      label=label,
+    )
+  ax.axhline(
+    result["baseline"]["accuracy"], color="gray", ls="--", lw=0.8,
+    label="unpruned",
+  )  # fmt: skip
+  ax.set_xlabel("FLOPs kept (% of the original)")
+  ax.set_ylabel("top-1 accuracy before fine-tuning")
+  ax.set_title("selection criteria, all groups pruned at once")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, "sweep.png"), dpi=100)
+  plt.close(fig)

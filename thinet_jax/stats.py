@@ -35,7 +35,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import flax
@@ -45,6 +45,7 @@ import numpy as np
 import tqdm
 from jax import lax
 
+from thinet_jax import groups as groups_lib
 from thinet_jax import models
 from thinet_jax.groups import Group
 from thinet_jax.spec import ModelSpec
@@ -357,3 +358,32 @@ def collect(
   if images == 0:
     raise ValueError(f"no images to collect statistics for {group.name}")
   return GroupStats(gram, count, zeros / positions, images)
+
+
+def collect_groups(
+  spec: ModelSpec,
+  variables: dict[str, Any],
+  names: Sequence[str],
+  batches: Callable[[], Iterable[dict[str, Any]]],
+  *,
+  key: jax.Array | None = None,
+  **kwargs: Any,
+) -> dict[str, GroupStats]:
+  """`collect` for several groups of one model (a sweep's one-shot
+  statistics): name -> GroupStats, in the order given.
+
+  batches: returns a fresh iterable of the same batches on every call.
+  key: folded with the group's index; kwargs go to `collect`.
+  """
+  key = jax.random.key(0) if key is None else key
+  return {
+    name: collect(
+      spec,
+      variables,
+      groups_lib.get(spec, name),
+      batches(),
+      key=jax.random.fold_in(key, i),
+      **kwargs,
+    )  # fmt: skip
+    for i, name in enumerate(names)
+  }

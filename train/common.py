@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -92,8 +93,14 @@ def setup(config: ml_collections.ConfigDict) -> Run:
 
 
 def fit(
-  run: Run, variables, workdir: str, desc: str, spec=None, config=None,
-  data_seed: int | None = None, eval_data: bool = True,
+  run: Run,
+  variables,
+  workdir: str,
+  desc: str,
+  spec=None,
+  config=None,
+  data_seed: int | None = None,
+  eval_data: bool = True,
 ):
   """`train.fit` with the run's data and the config's schedule.
 
@@ -108,6 +115,35 @@ def fit(
     steps_per_epoch=run.steps_per_epoch, image_size=run.config.image_size,
     workdir=workdir, seed=run.config.seed, desc=desc,
   )  # fmt: skip
+
+
+def stats_batches(config: ml_collections.ConfigDict):
+  """seed -> statistics batches: `config.images_per_class` class-balanced
+  training images (the paper's sample, section 4.1), unaugmented."""
+  images, labels = data.arrays(
+    config.dataset, config.train_split, config.data_dir or None
+  )
+
+  def batches(seed: int):
+    idx = data.class_balanced(labels, config.images_per_class, seed)
+    return data.pipeline(
+      data.ArraySource(images[idx], labels[idx]),
+      batch_size=min(config.batch_size, len(idx)),
+      image_size=config.image_size, train=False,
+      dataset_name=config.dataset, shard_index=0, shard_count=1,
+    )  # fmt: skip
+
+  return batches
+
+
+def start(argv) -> tuple[ml_collections.ConfigDict, str, float]:
+  """Shared preamble of the commands: (config, workdir, start time)."""
+  from absl import app, flags
+
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  quiet_logging()
+  return flags.FLAGS.config, flags.FLAGS.workdir, time.time()
 
 
 def model_report(run: Run, spec, variables, history) -> dict[str, Any]:

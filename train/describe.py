@@ -16,14 +16,12 @@ from absl import app, logging
 from thinet_jax import data, describe, models, presets, profile
 from train import common
 
-_CONFIG, _WORKDIR = common.define_flags()
+common.define_flags()
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
-  os.makedirs(_WORKDIR.value, exist_ok=True)
+  config, workdir, _ = common.start(argv)
+  os.makedirs(workdir, exist_ok=True)
   spec = presets.get(config.model)
   print(profile.format_table(profile.count(spec, config.image_size)))
   variables = models.init(spec, jax.random.key(config.seed), config.image_size)
@@ -40,7 +38,7 @@ def main(argv):
     spec, variables, eval_data, config.image_size, num_batches=n
   )
   report["config"] = config.to_dict()
-  path = os.path.join(_WORKDIR.value, "report.json")
+  path = os.path.join(workdir, "report.json")
   with open(path, "w") as f:
     json.dump(report, f, indent=2)
   ips = report["eval_images_per_second"]

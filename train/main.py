@@ -16,16 +16,11 @@ from absl import app
 
 from train import common
 
-_CONFIG, _WORKDIR = common.define_flags()
+common.define_flags()
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.quiet_logging()
-  start = time.time()
-  config = _CONFIG.value
-  workdir = _WORKDIR.value
+  config, workdir, start = common.start(argv)
   run = common.setup(config)
   variables, history = common.fit(run, run.variables, workdir, "train")
   report = common.model_report(run, run.spec, variables, history)

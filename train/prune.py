@@ -12,25 +12,21 @@ Writes <workdir>/report.json, report.md, accuracy.png, widths.png and the
 pruned model to <workdir>/model.
 """
 
+import json
 import os
 import time
 
 import jax
 from absl import app
 
-from thinet_jax import data, pipeline, profile, report, train
+from thinet_jax import groups, pipeline, profile, report, stats, sweep, train
 from train import common
 
-_CONFIG, _WORKDIR = common.define_flags()
+common.define_flags()
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.quiet_logging()
-  start = time.time()
-  config = _CONFIG.value
-  workdir = _WORKDIR.value
+  config, workdir, start = common.start(argv)
   if not config.init_checkpoint:
     raise app.UsageError(
       "config.init_checkpoint is empty: ThiNet prunes a trained model; set "
@@ -44,18 +40,7 @@ def main(argv):
   baseline = evaluate(base_spec, base_vars)
   print(f"baseline {config.model}: accuracy {baseline['accuracy']:.4f}")
 
-  images, labels = data.arrays(
-    config.dataset, config.train_split, config.data_dir or None
-  )
-
-  def stats_batches(i):
-    idx = data.class_balanced(labels, config.images_per_class, config.seed + i)
-    return data.pipeline(
-      data.ArraySource(images[idx], labels[idx]),
-      batch_size=min(config.batch_size, len(idx)),
-      image_size=config.image_size, train=False,
-      dataset_name=config.dataset, shard_index=0, shard_count=1,
-    )  # fmt: skip
+  batches = common.stats_batches(config)
 
   def finetune(spec, variables, step_dir, epochs, lr, desc, step):
     ft = config.copy_and_resolve_references()
@@ -66,21 +51,28 @@ def main(argv):
     variables, _ = common.fit(
       run, variables, step_dir, desc, spec, ft, config.seed + 1 + step,
       eval_data=False,
-    )
+    )  # fmt: skip
     return variables
 
+  names = list(config.groups) or [
+    g.name for g in groups.paper_groups(base_spec)
+  ]
+  allocation = None
+  if config.budget > 0:
+    allocation = _allocate(
+      config, workdir, base_spec, base_vars, names, batches
+    )
   plans = pipeline.plan(
-    base_spec,
-    list(config.groups) or None,
+    base_spec, names,
     list(config.keep_ratio)
     if isinstance(config.keep_ratio, tuple | list)
     else config.keep_ratio,
-    config.finetune_epochs,
-    config.finetune_lr,
-    config.stage_end_epochs,
-  )
+    config.finetune_epochs, config.finetune_lr, config.stage_end_epochs,
+    keep_counts=allocation and allocation["counts"],
+  )  # fmt: skip
   spec, variables, records = pipeline.run_procedure(
-    base_spec, base_vars, plans, stats_batches=stats_batches,
+    base_spec, base_vars, plans,
+    stats_batches=lambda i: batches(config.seed + i),
     finetune=finetune, evaluate=evaluate, workdir=workdir,
     image_size=config.image_size, seed=config.seed,
     options=pipeline.PruneOptions(
@@ -90,7 +82,11 @@ def main(argv):
   )  # fmt: skip
   before_final = evaluate(spec, variables)
   variables, history = common.fit(
-    run, variables, os.path.join(workdir, "final"), "final fine-tune", spec,
+    run,
+    variables,
+    os.path.join(workdir, "final"),
+    "final fine-tune",
+    spec,
     data_seed=config.seed + 1 + len(plans),
   )
   final = history[-1] if history else evaluate(spec, variables)
@@ -101,6 +97,8 @@ def main(argv):
     base_spec, spec, config.image_size, baseline, records, before_final,
     final, config.to_dict(), time.time() - start, jax.devices(),
   )  # fmt: skip
+  if allocation is not None:
+    result["allocation"] = allocation
   report.write(workdir, result)
   print(report.markdown_table(result))
   base = profile.count(base_spec, config.image_size)["flops"]
@@ -110,6 +108,35 @@ def main(argv):
     f"{final['accuracy']:.4f}, FLOPs {base / now:.2f}x fewer; "
     f"report: {workdir}/report.md, model: {workdir}/model"
   )
+
+
+def _allocate(config, workdir, spec, variables, names, batches) -> dict:
+  """Keep counts for `config.budget` (`sweep.allocation` on statistics of
+  the unpruned model); stored in the workdir, so a resumed run reuses it."""
+  path = os.path.join(workdir, "allocation.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  group_stats = stats.collect_groups(
+    spec, variables, names, lambda: batches(config.seed),
+    key=jax.random.key(config.seed), mode=config.stats_mode,
+    samples_per_image=config.samples_per_image,
+  )  # fmt: skip
+  counts, _ = sweep.allocation(
+    spec, variables, group_stats, config.budget,
+    image_size=config.image_size, metric=config.budget_metric,
+    criterion=config.criterion, least_squares=config.least_squares,
+    ridge=config.ridge, key=jax.random.key(config.seed),
+  )  # fmt: skip
+  result = {
+    "target": config.budget, "metric": config.budget_metric,
+    "counts": counts,
+  }  # fmt: skip
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(result, f, indent=2)
+  print(f"allocation for {config.budget_metric} x{config.budget}: {counts}")
+  return result
 
 
 if __name__ == "__main__":

@@ -1,0 +1,797 @@
+"""Ratio sweeps: K keep ratios as K masked variants in one vmapped call.
+
+A criterion's removal order answers every keep count at once (`select`): the
+kept set of n channels is the order's last n. A sweep over K settings
+therefore needs the statistics once, and the K pruned models differ only in
+which channels are zeroed. Here each setting becomes a *masked variant* of
+the original model, same shapes: a pruned channel's producer filter, bias and
+BatchNorm scale/bias are zeroed (so it outputs exactly 0), and the consumer's
+input channels are multiplied by the least-squares scales, 0 where pruned.
+The K variants stack along a leading axis, and one jitted `jax.vmap`-ed
+forward evaluates them all (../shared/DESIGN.md, "Ratio sweeps").
+
+Per group, with order o (removal order), rank r[c] = position of c in o and
+keep count n:
+
+    mask[c]   = 1 if r[c] >= C - n else 0        (the last n of the order)
+    scale     = argmin_w |yhat - xhat (mask * w)|^2      (eq. 6, on the kept)
+
+computed from the Gram matrix G for every n in one vmapped solve (see
+`masked_scales`). `error_curve` gives the relative reconstruction error
+e(n) for n = 1..C, which `allocate` uses to choose per-group keep counts for
+a FLOPs (or params) target. `materialize` turns any variant into the real,
+smaller model by surgery; its logits equal the variant's.
+
+Masked variants can be fine-tuned together (`finetune_variants`): the
+optimizer is wrapped in `keep_pruned_zero`, an Optax transform that zeroes
+the gradients and updates of pruned entries, so momentum never builds up on
+them and they stay exactly zero.
+
+Example:
+
+  >>> group_stats = {n: stats.collect(spec, variables, groups.get(spec, n),
+  ...                                 batches(), key=key) for n in names}
+  >>> sw = sweep.plan(spec, variables, group_stats, [0.3, 0.5, 0.7])
+  >>> stacked = sweep.stack_variants(spec, variables, sw)
+  >>> results = sweep.evaluate_variants(spec, stacked, eval_batches())
+  >>> spec2, variables2 = sweep.materialize(spec, variables, sw, k=1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from thinet_jax import groups as groups_lib
+from thinet_jax import profile, select, surgery, train
+from thinet_jax.spec import ModelSpec
+from thinet_jax.stats import GroupStats
+
+# --- keep sets, scales and error curves from a Gram matrix ------------------
+
+
+def keep_masks(order: jax.Array, counts: jax.Array) -> jax.Array:
+  """0/1 masks [K, C] of the kept sets: the last counts[k] of `order`."""
+  order = jnp.asarray(order)
+  c = order.shape[0]
+  rank = jnp.zeros((c,), jnp.int32).at[order].set(jnp.arange(c))
+  counts = jnp.asarray(counts, jnp.int32)
+  return (rank[None, :] >= c - counts[:, None]).astype(jnp.float32)
+
+
+@jax.jit
+def _masked_scales(gram: jax.Array, mask: jax.Array, ridge: jax.Array):
+  m = mask.astype(gram.dtype)
+  # The kept block G_SS (+ ridge) with the pruned rows and columns replaced
+  # by an identity block scaled to G_SS's largest diagonal entry: its
+  # least-squares solution is that of G_SS on the kept entries, 0 elsewhere,
+  # with the same SVD cut-off as `reconstruct.ridge_scales` on G_SS.
+  fill = jnp.max(jnp.diagonal(gram) * m)
+  system = gram * m[:, None] * m[None, :] + jnp.diag(
+    ridge * m + fill * (1.0 - m)
+  )
+  rhs = jnp.sum(gram, axis=1) * m
+  return jnp.linalg.lstsq(system, rhs)[0] * m
+
+
+def masked_scales(
+  gram: jax.Array, masks: jax.Array, ridge: float = 0.0
+) -> jax.Array:
+  """Least-squares scales [K, C] for K kept sets given as masks [K, C].
+
+  Entry (k, c) is `reconstruct.ridge_scales(gram, kept_k, ridge)` at c's
+  place among the kept, and 0 for a pruned c. One vmapped solve.
+  """
+  gram = jnp.asarray(gram, jnp.float32)
+  select.check_symmetric(gram)
+  solve = jax.vmap(_masked_scales, in_axes=(None, 0, None))
+  return solve(gram, jnp.asarray(masks), jnp.asarray(ridge, gram.dtype))
+
+
+@jax.jit
+def _masked_error(gram: jax.Array, weights: jax.Array) -> jax.Array:
+  total = jnp.sum(gram)
+  g1 = jnp.sum(gram, axis=1)
+  return (total - 2.0 * weights @ g1 + weights @ gram @ weights) / total
+
+
+def masked_errors(gram: jax.Array, weights: jax.Array) -> jax.Array:
+  """Relative reconstruction errors [K] of K weight vectors [K, C] (the
+  scales of the kept channels, 0 for pruned ones); see `reconstruct`."""
+  gram = jnp.asarray(gram, jnp.float32)
+  return jax.vmap(_masked_error, in_axes=(None, 0))(gram, jnp.asarray(weights))
+
+
+def error_curve(
+  gram: jax.Array,
+  order: jax.Array,
+  least_squares: bool = True,
+  ridge: float = 0.0,
+) -> np.ndarray:
+  """Relative error e(n) of keeping the last n of `order`, for n = 1..C.
+
+  Returns:
+    float64 [C]: entry n - 1 is the error with n channels kept (with the
+    least-squares scales, or unit scales if not `least_squares`). With
+    least squares the curve never rises as n grows (nested kept sets).
+  """
+  c = jnp.asarray(order).shape[0]
+  masks = keep_masks(order, jnp.arange(1, c + 1))
+  weights = masked_scales(gram, masks, ridge) if least_squares else masks
+  return np.asarray(masked_errors(gram, weights), np.float64)
+
+
+# --- a sweep: K settings of a set of groups ---------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  """K pruning settings of the same groups, from one set of statistics.
+
+  Attributes:
+    names: the groups, in network order.
+    widths: their original widths.
+    counts: int [K, G] kept channels per variant and group.
+    orders: name -> int [C] removal order of the criterion.
+    masks: name -> [K, C] 0/1 kept channels.
+    scales: name -> [K, C] consumer scales (least squares or 1 where kept,
+      0 where pruned).
+    criterion: the criterion that made the orders.
+  """
+
+  names: tuple[str, ...]
+  widths: tuple[int, ...]
+  counts: np.ndarray
+  orders: dict[str, np.ndarray]
+  masks: dict[str, np.ndarray]
+  scales: dict[str, np.ndarray]
+  criterion: str
+
+  @property
+  def size(self) -> int:
+    return int(self.counts.shape[0])
+
+  def kept(self, k: int, name: str) -> np.ndarray:
+    """Sorted kept channels of group `name` in variant k."""
+    return np.flatnonzero(self.masks[name][k]).astype(np.int32)
+
+  def variant_spec(self, spec: ModelSpec, k: int) -> ModelSpec:
+    """The spec of variant k's materialised model."""
+    for name, n in zip(self.names, self.counts[k], strict=True):
+      spec = groups_lib.with_width(spec, groups_lib.get(spec, name), int(n))
+    return spec
+
+  def costs(self, spec: ModelSpec, image_size: int) -> list[dict[str, int]]:
+    """Params and FLOPs of every variant's materialised model."""
+    out = []
+    for k in range(self.size):
+      prof = profile.count(self.variant_spec(spec, k), image_size)
+      out.append({"params": prof["params"], "flops": prof["flops"]})
+    return out
+
+
+def keep_count_table(
+  widths: Sequence[int], ratios: Sequence[float] | Sequence[Sequence[float]]
+) -> np.ndarray:
+  """int [K, G] keep counts: `select.keep_count` of each width and ratio.
+
+  ratios: K shared ratios, or K rows of one ratio per group.
+  """
+  rows = []
+  for r in ratios:
+    per_group = list(r) if isinstance(r, Sequence) else [r] * len(widths)
+    if len(per_group) != len(widths):
+      raise ValueError(
+        f"a row of {len(per_group)} keep ratios for {len(widths)} groups; "
+        "give one ratio per variant or one per group"
+      )
+    rows.append(
+      [select.keep_count(c, x) for c, x in zip(widths, per_group, strict=True)]
+    )
+  return np.asarray(rows, np.int32).reshape(len(rows), len(widths))
+
+
+def plan(
+  spec: ModelSpec,
+  variables: dict[str, Any],
+  group_stats: Mapping[str, GroupStats],
+  ratios: Sequence[float] | Sequence[Sequence[float]] | None = None,
+  *,
+  counts: Any = None,
+  criterion: str = "thinet",
+  least_squares: bool = True,
+  ridge: float = 0.0,
+  key: jax.Array | None = None,
+) -> Sweep:
+  """Orders, kept sets and scales of K settings of the groups in
+  `group_stats` (collected on this `spec` and `variables`).
+
+  Args:
+    spec, variables: the model (every group at its original width).
+    group_stats: name -> `stats.collect` result, in network order.
+    ratios: K keep ratios (shared), or K rows of one per group; or
+    counts: int [K, G] keep counts instead.
+    criterion: a name in `select.CRITERIA`.
+    least_squares: rescale the kept channels; else scales 1.
+    ridge: ridge term of the least squares.
+    key: PRNG key for the random criterion (folded with the group index).
+  """
+  names = tuple(group_stats)
+  all_groups = [groups_lib.get(spec, n) for n in names]
+  widths = tuple(g.width for g in all_groups)
+  if (ratios is None) == (counts is None):
+    raise ValueError("give either ratios or counts")
+  if counts is None:
+    counts = keep_count_table(widths, ratios)
+  counts = np.asarray(counts, np.int32)
+  if counts.ndim != 2 or counts.shape[1] != len(names):
+    raise ValueError(
+      f"counts must be [K, {len(names)}] (one per variant and group), got "
+      f"{counts.shape}"
+    )
+  bad = (counts < 1) | (counts > np.asarray(widths)[None, :])
+  if bad.any():
+    k, g = np.argwhere(bad)[0]
+    raise ValueError(
+      f"variant {k} keeps {counts[k, g]} channels of {names[g]}, which has "
+      f"{widths[g]}; keep counts lie in [1, width]"
+    )
+  key = jax.random.key(0) if key is None else key
+  params = flax.traverse_util.flatten_dict(variables["params"], sep="/")
+  orders, masks, scales = {}, {}, {}
+  for g, (name, group) in enumerate(zip(names, all_groups, strict=True)):
+    st = group_stats[name]
+    if st.gram.shape != (group.width, group.width):
+      raise ValueError(
+        f"statistics of {name} are [{st.gram.shape[0]}, ...] but the group "
+        f"has {group.width} channels: collect them on this model"
+      )
+    gram = np.asarray(st.gram, np.float32)
+    inputs = select.SelectionInputs(
+      gram=gram,
+      zero_fraction=st.zero_fraction,
+      producer_kernel=params[f"{group.producer}/kernel"],
+      key=jax.random.fold_in(key, g),
+    )
+    order = select.removal_order(criterion, inputs)
+    mask = keep_masks(order, counts[:, g])
+    orders[name] = np.asarray(order)
+    masks[name] = np.asarray(mask)
+    scales[name] = np.asarray(
+      masked_scales(gram, mask, ridge) if least_squares else mask
+    )
+  return Sweep(names, widths, counts, orders, masks, scales, criterion)
+
+
+# --- masked variants --------------------------------------------------------
+
+
+def _group_factors(
+  spec: ModelSpec, sw: Sweep, with_scales: bool
+) -> dict[str, tuple[np.ndarray, str]]:
+  """leaf path -> (factor [K, C], axis kind): what multiplies each leaf."""
+  factors: dict[str, list] = {}
+  for name in sw.names:
+    group = groups_lib.get(spec, name)
+    mask = sw.masks[name]
+    for leaf in group.param_leaves[:-1]:
+      if not leaf.startswith("batch_stats/"):
+        factors.setdefault(leaf, []).append((mask, "out"))
+    consumer = group.param_leaves[-1]
+    weight = sw.scales[name] if with_scales else mask
+    factors.setdefault(consumer, []).append((weight, group.consumer_kind))
+  return factors
+
+
+def _apply_factor(leaf: jax.Array, factor: jax.Array, kind: str) -> jax.Array:
+  """leaf [K, ...] times factor [K, C] along the group's channel axis."""
+  k = factor.shape[0]
+  if kind == "out":  # Producer leaves: channels last.
+    return leaf * factor.reshape(k, *([1] * (leaf.ndim - 2)), -1)
+  if kind == "conv":  # Consumer kernel [K, kh, kw, C, D].
+    return leaf * factor[:, None, None, :, None]
+  if kind == "gap_dense":  # [K, C, D]
+    return leaf * factor[:, :, None]
+  c = factor.shape[1]  # flatten_dense [K, H*W*C, D], rows (h, w, c).
+  d = leaf.shape[-1]
+  rows = leaf.reshape(k, -1, c, d) * factor[:, None, :, None]
+  return rows.reshape(k, -1, d)
+
+
+def _stacked_tree(spec, variables, sw: Sweep, with_scales: bool, ones: bool):
+  flat = flax.traverse_util.flatten_dict(variables, sep="/")
+  factors = _group_factors(spec, sw, with_scales)
+  out = {}
+  for path, value in flat.items():
+    value = jnp.asarray(value)
+    if ones:
+      value = jnp.ones_like(value)
+    leaf = jnp.broadcast_to(value, (sw.size, *value.shape))
+    for factor, kind in factors.get(path, []):
+      leaf = _apply_factor(leaf, jnp.asarray(factor, leaf.dtype), kind)
+    out[path] = leaf
+  return flax.traverse_util.unflatten_dict(out, sep="/")
+
+
+def stack_variants(
+  spec: ModelSpec, variables: dict[str, Any], sw: Sweep
+) -> dict[str, Any]:
+  """The K masked variants as one pytree, every leaf [K, ...].
+
+  Pruned channels: producer kernel, bias and BatchNorm scale/bias zeroed
+  (the channel outputs exactly 0), consumer input weights zeroed; kept
+  consumer input weights multiplied by their scales. BatchNorm running
+  statistics are left as they are (they meet a zero scale).
+  """
+  return _stacked_tree(spec, variables, sw, with_scales=True, ones=False)
+
+
+def param_masks(
+  spec: ModelSpec, variables: dict[str, Any], sw: Sweep
+) -> dict[str, Any]:
+  """0/1 pytree shaped like the stacked `params`: 0 at every pruned entry."""
+  tree = {"params": variables["params"]}
+  return _stacked_tree(spec, tree, sw, with_scales=False, ones=True)["params"]
+
+
+def variant(stacked: Any, k: int) -> Any:
+  """Variant k of a stacked pytree."""
+  return jax.tree.map(lambda x: x[k], stacked)
+
+
+def materialize(
+  spec: ModelSpec, variables: dict[str, Any], sw: Sweep, k: int
+) -> tuple[ModelSpec, dict[str, Any]]:
+  """Variant k as a real smaller model: surgery on every group in turn,
+  with its kept channels and scales; same logits as `variant(stacked, k)`
+  in eval mode."""
+  for name in sw.names:
+    keep = sw.kept(k, name)
+    scales = sw.scales[name][k][keep]
+    group = groups_lib.get(spec, name)
+    spec, variables = surgery.prune(spec, variables, group, keep, scales)
+  return spec, variables
+
+
+def materialize_variables(
+  spec: ModelSpec, stacked: dict[str, Any], sw: Sweep, k: int
+) -> tuple[ModelSpec, dict[str, Any]]:
+  """A (fine-tuned) masked variant as a real smaller model: surgery with
+  unit scales, since the variant's consumer weights already carry them."""
+  variables = variant(stacked, k)
+  for name in sw.names:
+    group = groups_lib.get(spec, name)
+    spec, variables = surgery.prune(spec, variables, group, sw.kept(k, name))
+  return spec, variables
+
+
+# --- evaluation and fine-tuning of all variants at once ---------------------
+
+
+@functools.lru_cache(maxsize=16)
+def _vmapped_eval(spec: ModelSpec):
+  return jax.jit(jax.vmap(train.make_eval_step(spec), in_axes=(0, None)))
+
+
+def evaluate_variants(
+  spec: ModelSpec,
+  stacked: dict[str, Any],
+  batches: Iterable[dict[str, np.ndarray]],
+  mesh=None,
+) -> list[dict[str, float]]:
+  """Accuracy, top-5 and loss of every variant: one vmapped call a batch."""
+  mesh = mesh or train.data_mesh()
+  step = _vmapped_eval(spec)
+  totals = None
+  for batch in batches:
+    sums = jax.device_get(step(stacked, train.shard_batch(batch, mesh)))
+    sums = {k: np.asarray(v, np.float64) for k, v in sums.items()}
+    totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
+  if totals is None:
+    raise ValueError("no eval batches")
+  out = []
+  for k in range(len(totals["count"])):
+    n = max(totals["count"][k], 1.0)
+    row = {
+      "accuracy": totals["top1"][k] / n,
+      "loss": totals["loss"][k] / n,
+      "examples": int(totals["count"][k]),
+    }
+    if spec.num_classes > 5:
+      row["top5"] = totals["top5"][k] / n
+    out.append(row)
+  return out
+
+
+def keep_pruned_zero(mask: Any) -> optax.GradientTransformation:
+  """Multiplies updates by a 0/1 `mask` pytree (shaped like the params).
+
+  Chained before and after an optimizer (`masked_optimizer`), pruned
+  entries get no gradient, no momentum, no weight decay and no update, so
+  they stay exactly zero.
+  """
+
+  def init(params):
+    del params
+    return optax.EmptyState()
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(
+      lambda u, m: u * m.astype(u.dtype), updates, mask
+    ), state
+
+  return optax.GradientTransformation(init, update)
+
+
+def masked_optimizer(
+  tx: optax.GradientTransformation, mask: Any
+) -> optax.GradientTransformation:
+  """`tx` on the unpruned entries only (see `keep_pruned_zero`)."""
+  return optax.chain(keep_pruned_zero(mask), tx, keep_pruned_zero(mask))
+
+
+def init_variant_states(
+  stacked: dict[str, Any], masks: Any, tx: optax.GradientTransformation
+) -> train.TrainState:
+  """Stacked `TrainState`s [K, ...] for `finetune_variants`."""
+
+  def one(variables, mask):
+    return train.create_state(variables, masked_optimizer(tx, mask))
+
+  return jax.vmap(one)(stacked, masks)
+
+
+def make_variants_step(
+  spec: ModelSpec, tx: optax.GradientTransformation, seed: int = 0
+):
+  """step(states [K], masks [K], batch) -> (states, metrics [K]): one
+  training step of every variant on the same batch, vmapped."""
+
+  def step(states, masks, batch):
+    def one(state, mask):
+      inner = train.make_train_step(spec, masked_optimizer(tx, mask), seed)
+      return inner(state, batch)
+
+    return jax.vmap(one)(states, masks)
+
+  return step
+
+
+def finetune_variants(
+  spec: ModelSpec,
+  stacked: dict[str, Any],
+  masks: Any,
+  batches: Iterable[dict[str, np.ndarray]],
+  tx: optax.GradientTransformation,
+  steps: int,
+  seed: int = 0,
+  progress: bool = True,
+) -> tuple[dict[str, Any], list[dict[str, list[float]]]]:
+  """`steps` training steps of all K variants in one compiled step.
+
+  Returns:
+    (fine-tuned stacked variables, per-step {"loss", "accuracy"} lists).
+  """
+  import tqdm
+
+  mesh = train.data_mesh()
+  # The step donates its states: copy, so the caller's arrays survive.
+  states = init_variant_states(jax.tree.map(jnp.array, stacked), masks, tx)
+  step = jax.jit(make_variants_step(spec, tx, seed), donate_argnums=0)
+  it = iter(batches)
+  history = []
+  for _ in tqdm.trange(steps, desc="fine-tune variants", disable=not progress):
+    states, metrics = step(states, masks, train.shard_batch(next(it), mesh))
+    history.append({k: np.asarray(v).tolist() for k, v in metrics.items()})
+  return train.variables_of(states), history
+
+
+# --- budget allocation ------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CostModel:
+  """Exact params or FLOPs of a model as a function of group widths.
+
+  Every conv and dense layer costs (its input width) x (its output width) x
+  a constant, so the cost is a quadratic polynomial in the groups' widths
+  with no squared terms. Removing d_g channels from group g:
+
+      cost(W - d) = base - sum_g a_g d_g + sum_{g<h} b_gh d_g d_h
+
+  a and b are read off `profile.count` at W, W + e_g and W + e_g + e_h
+  (adding channels, so that no probe needs a width of 0).
+  """
+
+  names: tuple[str, ...]
+  widths: np.ndarray
+  base: float
+  linear: np.ndarray  # a [G]
+  pairs: np.ndarray  # b [G, G], symmetric, zero diagonal
+
+  def cost(self, counts: Any) -> float:
+    d = self.widths - np.asarray(counts)
+    return float(self.base - self.linear @ d + 0.5 * d @ self.pairs @ d)
+
+  def saving(self, counts: Any) -> np.ndarray:
+    """[G]: the cost saved by removing one more channel of each group."""
+    d = self.widths - np.asarray(counts)
+    return self.linear - self.pairs @ d
+
+
+def cost_model(
+  spec: ModelSpec, names: Sequence[str], image_size: int, metric: str = "flops"
+) -> CostModel:
+  """The `CostModel` of `metric` ("flops" or "params") for the groups."""
+  if metric not in ("flops", "params"):
+    raise ValueError(f'metric must be "flops" or "params", got {metric!r}')
+  names = tuple(names)
+  widths = np.array([groups_lib.get(spec, n).width for n in names])
+
+  def at(*added: int) -> float:
+    s = spec
+    for g in added:
+      group = groups_lib.get(s, names[g])
+      s = groups_lib.with_width(s, group, group.width + 1)
+    return float(profile.count(s, image_size)[metric])
+
+  base = at()
+  n = len(names)
+  single = np.array([at(g) for g in range(n)])
+  pairs = np.zeros((n, n))
+  for g in range(n):
+    for h in range(g + 1, n):
+      pairs[g, h] = pairs[h, g] = at(g, h) - single[g] - single[h] + base
+  return CostModel(names, widths, base, single - base, pairs)
+
+
+def allocate(
+  curves: Mapping[str, Any],
+  model: CostModel,
+  target: float,
+) -> dict[str, int]:
+  """Per-group keep counts meeting a cost target with the least summed
+  relative reconstruction error (greedy marginal allocation).
+
+  Starting from every group at full width, repeatedly remove one channel
+  from the group whose next removal adds the least error per unit of cost
+  saved, (e_g(n_g - 1) - e_g(n_g)) / saving_g, until the cost is at most
+  `target` x the original. Each group keeps at least one channel. The
+  errors are each group's own (its consumer's output, statistics of the
+  unpruned model), so the sum is a proxy for the network's loss, as in the
+  paper's layer-wise objective.
+
+  Args:
+    curves: name -> e(n) for n = 1..C (`error_curve`), for `model.names`.
+    model: `cost_model` of the same groups.
+    target: the kept fraction of the original cost, in (0, 1].
+
+  Returns:
+    name -> keep count.
+
+  Raises:
+    ValueError: the target is out of range or below what pruning these
+      groups can reach (the message gives the reachable minimum).
+  """
+  if not 0.0 < target <= 1.0:
+    raise ValueError(
+      f"target must be in (0, 1] (the fraction of the original cost kept), "
+      f"got {target}"
+    )
+  missing = [n for n in model.names if n not in curves]
+  if missing:
+    raise KeyError(f"no error curve for groups {missing}")
+  errors = []
+  for name, width in zip(model.names, model.widths, strict=True):
+    e = np.asarray(curves[name], np.float64)
+    if e.shape != (width,):
+      raise ValueError(
+        f"the error curve of {name} has {e.shape[0]} entries; the group has "
+        f"{width} channels (one entry per keep count 1..C)"
+      )
+    errors.append(e)
+  budget = target * model.cost(model.widths)
+  floor = model.cost(np.ones_like(model.widths))
+  if floor > budget:
+    raise ValueError(
+      f"target {target} is out of reach: keeping one channel in every group "
+      f"still costs {floor / model.cost(model.widths):.4f} of the original; "
+      "raise the target or prune more groups"
+    )
+  counts = model.widths.copy()
+  while model.cost(counts) > budget:
+    saving = model.saving(counts)
+    added = np.array(
+      [
+        e[n - 2] - e[n - 1] if n > 1 else np.inf
+        for e, n in zip(errors, counts, strict=True)
+      ]
+    )
+    price = np.where(saving > 0, np.maximum(added, 0.0) / saving, np.inf)
+    g = int(np.argmin(price))
+    if not np.isfinite(price[g]):
+      break  # Unreachable: the floor check above rules this out.
+    counts[g] -= 1
+  return {n: int(c) for n, c in zip(model.names, counts, strict=True)}
+
+
+def allocation(
+  spec: ModelSpec,
+  variables: dict[str, Any],
+  group_stats: Mapping[str, GroupStats],
+  target: float,
+  *,
+  image_size: int,
+  metric: str = "flops",
+  criterion: str = "thinet",
+  least_squares: bool = True,
+  ridge: float = 0.0,
+  key: jax.Array | None = None,
+) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+  """Keep counts for a cost target from one set of statistics.
+
+  Each group's error curve follows the criterion's removal order; `allocate`
+  then spends the budget where the curves are flattest.
+
+  Returns:
+    (name -> keep count, name -> error curve e(1..C)).
+  """
+  widths = [groups_lib.get(spec, n).width for n in group_stats]
+  sw = plan(
+    spec, variables, group_stats, counts=[widths], criterion=criterion,
+    least_squares=least_squares, ridge=ridge, key=key,
+  )  # fmt: skip
+  curves = {
+    n: error_curve(group_stats[n].gram, sw.orders[n], least_squares, ridge)
+    for n in sw.names
+  }
+  model = cost_model(spec, sw.names, image_size, metric)
+  return allocate(curves, model, target), curves
+
+
+# --- one sweep per criterion ------------------------------------------------
+
+
+def compare(
+  spec: ModelSpec,
+  variables: dict[str, Any],
+  group_stats: Mapping[str, GroupStats],
+  ratios: Sequence[float],
+  criteria: Sequence[str],
+  eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]],
+  *,
+  image_size: int,
+  least_squares: bool = True,
+  ridge: float = 0.0,
+  key: jax.Array | None = None,
+  allocated: bool = True,
+  finetune: Callable[[dict, Any], dict] | None = None,
+  progress: bool = True,
+) -> dict[str, Any]:
+  """Accuracy against FLOPs for every criterion at every keep ratio.
+
+  One sweep per criterion: the K ratios, shared by all groups, become K
+  masked variants evaluated in one vmapped pass (the paper's comparison of
+  selection methods, section 4.1, before fine-tuning). With `allocated`, one
+  more line: ThiNet's orders with per-group keep counts from `allocation`
+  at each thinet variant's FLOPs.
+
+  Args:
+    spec, variables, group_stats: as `plan`.
+    ratios: K keep ratios.
+    criteria: names in `select.CRITERIA`.
+    eval_batches: returns a fresh iterable of eval batches.
+    image_size: for params and FLOPs.
+    least_squares, ridge, key: as `plan`.
+    allocated: add the allocated line ("thinet-allocated").
+    finetune: optional (stacked, masks) -> fine-tuned stacked variables
+      (e.g. `finetune_variants` bound to data); then every variant is
+      evaluated again.
+    progress: print one line per sweep.
+
+  Returns:
+    {"ratios", "baseline": {accuracy, flops, params}, "lines": {label:
+    [{ratio, counts, flops, params, flops_fraction, accuracy, loss,
+    relative_error (mean over groups), accuracy_finetuned?}]}, "curves":
+    {criterion: {group: e(1..C)}}}.
+  """
+  base = profile.count(spec, image_size)
+  baseline = train.evaluate(spec, variables, eval_batches())
+  names = list(group_stats)
+
+  def run(label: str, sw: Sweep) -> list[dict[str, Any]]:
+    stacked = stack_variants(spec, variables, sw)
+    results = evaluate_variants(spec, stacked, eval_batches())
+    tuned = None
+    if finetune is not None:
+      masks = param_masks(spec, variables, sw)
+      tuned = evaluate_variants(spec, finetune(stacked, masks), eval_batches())
+    rows = []
+    for k, (cost, result) in enumerate(
+      zip(sw.costs(spec, image_size), results, strict=True)
+    ):
+      errors = masked_errors_of(sw, group_stats, k)
+      row = {
+        "ratio": float(np.mean(sw.counts[k] / np.asarray(sw.widths))),
+        "counts": {n: int(c) for n, c in zip(names, sw.counts[k], strict=True)},
+        **cost,
+        "flops_fraction": cost["flops"] / base["flops"],
+        "accuracy": result["accuracy"],
+        "loss": result["loss"],
+        "relative_error": float(np.mean(list(errors.values()))),
+      }
+      if tuned is not None:
+        row["accuracy_finetuned"] = tuned[k]["accuracy"]
+      rows.append(row)
+    if progress:
+      accs = ", ".join(f"{r['accuracy']:.3f}" for r in rows)
+      print(f"sweep {label}: accuracy {accs}")
+    return rows
+
+  lines, curves = {}, {}
+  for criterion in criteria:
+    sw = plan(
+      spec, variables, group_stats, ratios, criterion=criterion,
+      least_squares=least_squares, ridge=ridge, key=key,
+    )  # fmt: skip
+    lines[criterion] = run(criterion, sw)
+    curves[criterion] = {
+      n: error_curve(group_stats[n].gram, sw.orders[n], least_squares, ridge)
+      for n in names
+    }
+  if allocated:
+    model = cost_model(spec, names, image_size)
+    uniform = plan(
+      spec, variables, group_stats, ratios, criterion="thinet",
+      least_squares=least_squares, ridge=ridge,
+    )  # fmt: skip
+    thinet_curves = {
+      n: error_curve(group_stats[n].gram, uniform.orders[n], least_squares,
+                     ridge)
+      for n in names
+    }  # fmt: skip
+    counts = []
+    for cost in uniform.costs(spec, image_size):
+      alloc = allocate(thinet_curves, model, cost["flops"] / base["flops"])
+      counts.append([alloc[n] for n in names])
+    sw = plan(
+      spec, variables, group_stats, counts=counts, criterion="thinet",
+      least_squares=least_squares, ridge=ridge,
+    )  # fmt: skip
+    lines["thinet-allocated"] = run("thinet-allocated", sw)
+  return {
+    "ratios": list(ratios),
+    "baseline": {
+      "accuracy": baseline["accuracy"],
+      "flops": base["flops"],
+      "params": base["params"],
+    },
+    "lines": lines,
+    "curves": {
+      c: {n: v.tolist() for n, v in per.items()} for c, per in curves.items()
+    },
+  }
+
+
+def masked_errors_of(
+  sw: Sweep, group_stats: Mapping[str, GroupStats], k: int
+) -> dict[str, float]:
+  """name -> relative reconstruction error of variant k's kept set and
+  scales, on the statistics' samples."""
+  return {
+    n: float(
+      masked_errors(
+        np.asarray(group_stats[n].gram, np.float32), sw.scales[n][k][None]
+      )[0]
+    )
+    for n in sw.names
+  }
