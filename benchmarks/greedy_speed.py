@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import platform
 import time
 
 import jax
@@ -31,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from thinet_jax import reconstruct, select
+from thinet_jax import report as report_lib
 
 OUT = pathlib.Path(__file__).resolve().parent / "greedy_speed.json"
 
@@ -136,12 +135,7 @@ def main() -> None:
   else:
     rows = run([64, 128, 256, 512], samples=100_000)
   report = dict(
-    machine=dict(
-      cpu=platform.processor() or platform.machine(),
-      cores=os.cpu_count(),
-      jax=jax.__version__,
-      devices=[str(d) for d in jax.devices()],
-    ),
+    machine=report_lib.machine(),
     command="python benchmarks/greedy_speed.py"
     + (" --quick" if args.quick else ""),
     wall_s=time.perf_counter() - start,

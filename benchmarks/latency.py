@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import platform
 import time
 
 import jax
@@ -26,6 +24,7 @@ import numpy as np
 
 from configs import default
 from thinet_jax import groups, models, presets, profile, surgery, train
+from thinet_jax import report as report_lib
 
 OUT = pathlib.Path(__file__).resolve().parent / "latency.json"
 
@@ -124,12 +123,7 @@ def main() -> None:
     o[f"train_step_b{b}_s"] / p[f"train_step_b{b}_s"]
   )
   report = {
-    "machine": {
-      "cpu": platform.processor() or platform.machine(),
-      "cores": os.cpu_count(),
-      "jax": jax.__version__,
-      "devices": [str(d) for d in jax.devices()],
-    },
+    "machine": report_lib.machine(),
     "command": "python benchmarks/latency.py "
     + (
       "--quick"

@@ -41,3 +41,17 @@ def test_latency_quick(tmp_path):
   assert report["summary"]["flops_reduction"] > 3.0  # ThiNet-Conv shape
   for key in ("infer_b1_speedup", "infer_b8_speedup", "train_b8_speedup"):
     assert report["summary"][key] > 0
+
+
+def test_sweep_speed_quick(tmp_path):
+  out = tmp_path / "sweep_speed.json"
+  result = subprocess.run(
+    [sys.executable, "benchmarks/sweep_speed.py", "--quick", f"--out={out}"],
+    capture_output=True, text=True, cwd=ROOT, timeout=600,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(out.read_text())
+  assert report["variants"] == 2 and report["images"] == 32
+  assert report["loop_masked_s"] == 2 * report["one_variant_s"]
+  for key in ("vmapped_s", "one_variant_s", "loop_materialised_s"):
+    assert report[key] > 0

@@ -10,6 +10,20 @@ from thinet_jax import groups, profile
 from thinet_jax.spec import ModelSpec
 
 
+def machine() -> dict[str, Any]:
+  """CPU, cores, JAX version and devices: the machine line of a report."""
+  import platform
+
+  import jax
+
+  return {
+    "cpu": platform.processor() or platform.machine(),
+    "cores": os.cpu_count(),
+    "jax": jax.__version__,
+    "devices": [str(d) for d in jax.devices()],
+  }
+
+
 def procedure_report(
   base_spec: ModelSpec,
   spec: ModelSpec,
