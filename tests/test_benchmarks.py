@@ -55,3 +55,16 @@ def test_sweep_speed_quick(tmp_path):
   assert report["loop_masked_s"] == 2 * report["one_variant_s"]
   for key in ("vmapped_s", "one_variant_s", "loop_materialised_s"):
     assert report[key] > 0
+
+
+def test_devices_speed_quick(tmp_path):
+  out = tmp_path / "devices_speed.json"
+  result = subprocess.run(
+    [sys.executable, "benchmarks/devices_speed.py", "--quick", f"--out={out}"],
+    capture_output=True, text=True, cwd=ROOT, timeout=600,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = json.loads(out.read_text())["rows"]
+  assert [r["devices"] for r in rows] == [1, 2]
+  assert rows[0]["train_speedup"] == 1.0
+  assert all(r["train_step_s"] > 0 and r["eval_step_s"] > 0 for r in rows)

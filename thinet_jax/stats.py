@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -46,7 +47,7 @@ import tqdm
 from jax import lax
 
 from thinet_jax import groups as groups_lib
-from thinet_jax import models
+from thinet_jax import models, sharding
 from thinet_jax.groups import Group
 from thinet_jax.spec import ModelSpec
 
@@ -308,7 +309,9 @@ def collect(
   _check_mode(mode, key)
   kernel = _tree_get(variables["params"], f"{group.consumer}/kernel")
 
-  @jax.jit
+  mesh = sharding.data_mesh()
+
+  @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
   def batch_stats(variables, images, mask, key):
     x = models.consumer_inputs(spec, variables, images, [group.consumer])
     x = x[group.consumer]
@@ -319,7 +322,7 @@ def collect(
     )
     zeros = jnp.einsum("bhwc,b->c", (y == 0).astype(jnp.float32), mask)
     finite = (jnp.all(jnp.isfinite(y)), jnp.all(jnp.isfinite(x)))
-    return gram, count, zeros, y.shape[1] * y.shape[2], finite
+    return gram, count, zeros, y.shape[1] * y.shape[2], jnp.sum(mask), finite
 
   gram = np.zeros((group.width, group.width))
   zeros = np.zeros((group.width,))
@@ -332,11 +335,15 @@ def collect(
   for i, batch in it:
     if max_batches is not None and i >= max_batches:
       break
-    image = jnp.asarray(batch["image"])
-    mask = jnp.asarray(batch.get("mask", np.ones(len(image))), jnp.float32)
+    image = np.asarray(batch["image"])
+    mask = np.asarray(batch.get("mask", np.ones(len(image))), np.float32)
+    # The batch is split over the devices of every process (each process
+    # passes its own share); the sums below are global, so every process
+    # gets the same statistics.
+    global_batch = sharding.shard_batch({"image": image, "mask": mask}, mesh)
     batch_key = None if key is None else jax.random.fold_in(key, i)
-    g, n, z, hw, (producer_ok, consumer_ok) = batch_stats(
-      variables, image, mask, batch_key
+    g, n, z, hw, n_images, (producer_ok, consumer_ok) = batch_stats(
+      variables, global_batch["image"], global_batch["mask"], batch_key
     )
     if not bool(producer_ok) or not bool(consumer_ok):
       where = (
@@ -351,10 +358,9 @@ def collect(
       )
     gram += np.asarray(g, np.float64)
     zeros += np.asarray(z, np.float64)
-    n_images = float(np.asarray(mask).sum())
     count += int(round(float(n)))
-    images += int(n_images)
-    positions += int(n_images) * int(hw)
+    images += int(round(float(n_images)))
+    positions += int(round(float(n_images))) * int(hw)
   if images == 0:
     raise ValueError(f"no images to collect statistics for {group.name}")
   return GroupStats(gram, count, zeros / positions, images)

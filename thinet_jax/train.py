@@ -35,10 +35,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import tqdm
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from thinet_jax import models
+from thinet_jax import models, sharding
 from thinet_jax.spec import ModelSpec
 
 
@@ -177,6 +175,22 @@ def make_train_step(
   return step
 
 
+def sharded_train_step(
+  spec: ModelSpec, tx: optax.GradientTransformation, mesh, seed: int = 0
+):
+  """`make_train_step` jitted for a data-parallel mesh: state replicated
+  (and donated), batch split over "data"; XLA all-reduces the gradients
+  and the BatchNorm batch statistics, so the step equals one device's on
+  the whole batch."""
+  replicated = sharding.replicated(mesh)
+  return jax.jit(
+    make_train_step(spec, tx, seed),
+    in_shardings=(replicated, sharding.batch_sharded(mesh)),
+    out_shardings=(replicated, replicated),
+    donate_argnums=0,
+  )
+
+
 def make_eval_step(spec: ModelSpec):
   """Sums over a (masked) batch: loss, top-1 and top-5 correct, count."""
   model = models.build(spec)
@@ -205,22 +219,9 @@ def jitted_eval_step(spec: ModelSpec):
   return jax.jit(make_eval_step(spec))
 
 
-def data_mesh() -> jax.sharding.Mesh:
-  """A 1-D mesh over every device (all hosts), axis "data"."""
-  return jax.make_mesh(
-    (jax.device_count(),),
-    ("data",),
-    axis_types=(jax.sharding.AxisType.Auto,),
-  )
-
-
-def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-  """Process-local NumPy batch -> global arrays split over "data"."""
-  sharding = NamedSharding(mesh, P("data"))
-  return {
-    k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-    for k, v in batch.items()
-  }
+# The mesh helpers moved to `sharding`; these names stay for callers.
+data_mesh = sharding.data_mesh
+shard_batch = sharding.shard_batch
 
 
 def evaluate(
@@ -387,9 +388,10 @@ def fit(
   lr = schedule(config, steps_per_epoch)
   total = int(round(config.num_epochs * steps_per_epoch))
   mesh = data_mesh()
-  replicated = NamedSharding(mesh, P())
+  replicated = sharding.replicated(mesh)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   metrics_path = os.path.join(workdir, "metrics.jsonl")
+  main = sharding.is_main_process()  # Only process 0 logs.
   iterator = iter(train_data)
   history: list[dict[str, Any]] = []
   if ckpt.latest_step() is not None:
@@ -404,19 +406,20 @@ def fit(
     _, state, extra = ckpt.restore(tx)
     iterator.set_state(extra["data"])
     history = extra.get("history", [])
-    _truncate_metrics(metrics_path, int(state.step))
+    if main:
+      _truncate_metrics(metrics_path, int(state.step))
   else:
     state = create_state(variables, tx)
   state = jax.device_put(state, replicated)
-  train_step = jax.jit(make_train_step(spec, tx, seed), donate_argnums=0)
+  train_step = sharded_train_step(spec, tx, mesh, seed)
   eval_step = jitted_eval_step(spec)
   start_step = int(state.step)
   bar = tqdm.tqdm(
     total=total, initial=start_step, desc=desc, unit="step",
-    disable=not progress, dynamic_ncols=True,
+    disable=not (progress and main), dynamic_ncols=True,
   )  # fmt: skip
   window_start, window_images = time.perf_counter(), 0
-  with open(metrics_path, "a") as log:
+  with open(metrics_path if main else os.devnull, "a") as log:
     for step in range(start_step, total):
       batch = next(iterator)
       state, metrics = train_step(state, shard_batch(batch, mesh))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -15,7 +17,7 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
-from thinet_jax import data, models, presets, profile, train
+from thinet_jax import data, models, presets, profile, sharding, train
 from thinet_jax.spec import ModelSpec
 
 
@@ -29,6 +31,13 @@ def define_flags():
   )
   workdir = flags.DEFINE_string("workdir", None, "Run directory.")
   flags.mark_flags_as_required(["config", "workdir"])
+  # Multi-process (multi-host) runs; also THINET_COORDINATOR,
+  # THINET_NUM_PROCESSES, THINET_PROCESS_ID (see sharding.initialize).
+  flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (multi-process)."
+  )
+  flags.DEFINE_integer("num_processes", None, "Number of processes.")
+  flags.DEFINE_integer("process_id", None, "This process's index.")
   return config, workdir
 
 
@@ -126,11 +135,12 @@ def stats_batches(config: ml_collections.ConfigDict):
 
   def batches(seed: int):
     idx = data.class_balanced(labels, config.images_per_class, seed)
+    # Every process reads its own share of the images (padded with masked
+    # records to equal shares); the statistics are summed over all.
     return data.pipeline(
       data.ArraySource(images[idx], labels[idx]),
-      batch_size=min(config.batch_size, len(idx)),
-      image_size=config.image_size, train=False,
-      dataset_name=config.dataset, shard_index=0, shard_count=1,
+      batch_size=min(config.batch_size, len(idx)) // jax.process_count(),
+      image_size=config.image_size, train=False, dataset_name=config.dataset,
     )  # fmt: skip
 
   return batches
@@ -143,7 +153,20 @@ def start(argv) -> tuple[ml_collections.ConfigDict, str, float]:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   quiet_logging()
-  return flags.FLAGS.config, flags.FLAGS.workdir, time.time()
+  f = flags.FLAGS
+  sharding.initialize(f.coordinator_address, f.num_processes, f.process_id)
+  return f.config, f.workdir, time.time()
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Process 0 writes `obj` to `path` atomically; other processes skip."""
+  if not sharding.is_main_process():
+    return
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
 
 
 def model_report(run: Run, spec, variables, history) -> dict[str, Any]:

@@ -7,7 +7,6 @@ eval throughput) and prints the per-layer table. The model is freshly
 initialised with the config's seed (training comes with `train.main`).
 """
 
-import json
 import os
 
 import jax
@@ -39,8 +38,7 @@ def main(argv):
   )
   report["config"] = config.to_dict()
   path = os.path.join(workdir, "report.json")
-  with open(path, "w") as f:
-    json.dump(report, f, indent=2)
+  common.write_json(path, report)
   ips = report["eval_images_per_second"]
   print(
     f"{config.model}: {report['params']:,} params, "

@@ -8,7 +8,6 @@ the latest checkpoint in <workdir>/checkpoints. Writes <workdir>/metrics.jsonl,
 holding the spec, restorable with `train.Checkpointer(dir).restore()`).
 """
 
-import json
 import os
 import time
 
@@ -27,8 +26,7 @@ def main(argv):
   report["wall_s"] = time.time() - start
   report["config"] = config.to_dict()
   common.save_model(os.path.join(workdir, "model"), run, run.spec, variables)
-  with open(os.path.join(workdir, "report.json"), "w") as f:
-    json.dump(report, f, indent=2)
+  common.write_json(os.path.join(workdir, "report.json"), report)
   print(
     f"{config.model}: test accuracy {report['accuracy']:.4f} "
     f"({report['examples']} images), {report['params']:,} params, "

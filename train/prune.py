@@ -19,7 +19,16 @@ import time
 import jax
 from absl import app
 
-from thinet_jax import groups, pipeline, profile, report, stats, sweep, train
+from thinet_jax import (
+  groups,
+  pipeline,
+  profile,
+  report,
+  sharding,
+  stats,
+  sweep,
+  train,
+)
 from train import common
 
 common.define_flags()
@@ -99,7 +108,8 @@ def main(argv):
   )  # fmt: skip
   if allocation is not None:
     result["allocation"] = allocation
-  report.write(workdir, result)
+  if sharding.is_main_process():
+    report.write(workdir, result)
   print(report.markdown_table(result))
   base = profile.count(base_spec, config.image_size)["flops"]
   now = profile.count(spec, config.image_size)["flops"]
@@ -132,9 +142,7 @@ def _allocate(config, workdir, spec, variables, names, batches) -> dict:
     "target": config.budget, "metric": config.budget_metric,
     "counts": counts,
   }  # fmt: skip
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(result, f, indent=2)
+  common.write_json(path, result)
   print(f"allocation for {config.budget_metric} x{config.budget}: {counts}")
   return result
 

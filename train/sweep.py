@@ -15,7 +15,7 @@ import time
 import jax
 from absl import app
 
-from thinet_jax import groups, report, stats, sweep, train
+from thinet_jax import groups, report, sharding, stats, sweep, train
 from train import common
 
 common.define_flags()
@@ -62,7 +62,8 @@ def main(argv):
   result["config"] = config.to_dict()
   result["wall_s"] = time.time() - start
   result["devices"] = [str(d) for d in jax.devices()]
-  report.write_sweep(workdir, result)
+  if sharding.is_main_process():
+    report.write_sweep(workdir, result)
   print(report.sweep_table(result))
   print(f"sweep: {workdir}/sweep.json, sweep.md, sweep.png")
 

@@ -1,0 +1,90 @@
+"""One code path on 1 device, 4 virtual devices and 2 processes: the same
+statistics, greedy order and training step (tests/sharded_worker.py)."""
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+WORKER = str(ROOT / "tests" / "sharded_worker.py")
+
+
+def _env(devices: int) -> dict:
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def _run(out, devices=1, *args):
+  result = subprocess.run(
+    [sys.executable, WORKER, str(out), *map(str, args)], env=_env(devices),
+    capture_output=True, text=True, cwd=ROOT, timeout=600,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  return dict(np.load(out))
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+  return _run(tmp_path_factory.mktemp("one") / "r.npz")
+
+
+def _same(got, want):
+  assert set(got) == set(want)
+  for key in want:
+    if key in ("devices", "processes"):
+      continue
+    if key.startswith("order"):
+      np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    else:
+      # Sums split over devices add in another order: float32 rounding.
+      np.testing.assert_allclose(
+        got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=key
+      )
+
+
+def test_four_virtual_devices_match_one(one_device, tmp_path):
+  four = _run(tmp_path / "r.npz", 4)
+  assert int(one_device["devices"]) == 1 and int(four["devices"]) == 4
+  _same(four, one_device)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one(one_device, tmp_path):
+  port = _free_port()
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        WORKER,
+        str(tmp_path / f"r{i}.npz"),
+        str(i),
+        "2",
+        str(port),
+      ],
+      env=_env(1),
+      cwd=ROOT,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )  # fmt: skip
+    for i in range(2)
+  ]
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+  assert not (tmp_path / "r1.npz").exists()  # Only process 0 writes.
+  two = dict(np.load(tmp_path / "r0.npz"))
+  assert int(two["processes"]) == 2 and int(two["devices"]) == 2
+  _same(two, one_device)
