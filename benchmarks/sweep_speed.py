@@ -7,9 +7,12 @@ ThiNet-Conv's groups of the shipped `vgg16-fmnist` baseline at K keep
 ratios. Timed, after compilation, over the same eval batches (median of a
 few passes):
 
-* `vmapped`: all K masked variants in one jitted `jax.vmap`-ed forward
-  (`sweep.evaluate_variants`);
-* `one_variant`: a single masked variant through the same vmapped path (K=1);
+* `shared`: all K variants in one jitted `jax.vmap` over the consumers'
+  input scales only, kernels shared (`sweep.evaluate_sweep`): one K-times
+  larger batch;
+* `vmapped`: all K stacked masked variants in one jitted `jax.vmap`-ed
+  forward (`sweep.evaluate_variants`), as fine-tuned variants need;
+* `one_variant`: one masked variant, a plain forward (`train.evaluate`);
 * `loop_masked`: the K masked variants one after another (K x one_variant);
 * `loop_materialised`: the K real, smaller models one after another
   (`sweep.materialize`), steady state, plus the compile time each of them
@@ -53,15 +56,18 @@ def run(spec, variables, ratios, batches, repeat) -> dict:
   sw = sweep.plan(spec, variables, group_stats, ratios)
   stacked = sweep.stack_variants(spec, variables, sw)
   first = sweep.variant(stacked, 0)
-  one = jax.tree.map(lambda x: x[None], first)
+
+  def shared():
+    return sweep.evaluate_sweep(spec, variables, sw, batches)
 
   def vmapped():
     return sweep.evaluate_variants(spec, stacked, batches)
 
-  def one_variant():
-    return sweep.evaluate_variants(spec, one, batches)
+  def one_variant():  # A plain forward of one full-size masked model.
+    return train.evaluate(spec, first, batches)
 
-  vmapped(), one_variant()  # compile
+  shared(), vmapped(), one_variant()  # compile
+  t_shared = _timed(shared, repeat)
   t_vmapped = _timed(vmapped, repeat)
   t_one = _timed(one_variant, repeat)
   materialised = [
@@ -80,11 +86,14 @@ def run(spec, variables, ratios, batches, repeat) -> dict:
   return {
     "variants": k,
     "images": images,
+    "shared_s": t_shared,
     "vmapped_s": t_vmapped,
     "one_variant_s": t_one,
     "loop_masked_s": k * t_one,
     "loop_materialised_s": steady_s,
     "loop_materialised_compile_s": compile_s,
+    "loop_masked_over_shared": k * t_one / t_shared,
+    "loop_materialised_over_shared": steady_s / t_shared,
     "loop_masked_over_vmapped": k * t_one / t_vmapped,
     "loop_materialised_over_vmapped": steady_s / t_vmapped,
     "vmapped_over_one_variant": t_vmapped / t_one,
@@ -129,12 +138,12 @@ def main() -> None:
   }
   pathlib.Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
   print(
-    f"{row['variants']} variants x {row['images']} images: vmapped "
-    f"{row['vmapped_s']:.2f} s, one variant {row['one_variant_s']:.2f} s, "
-    f"loop of masked {row['loop_masked_s']:.2f} s "
-    f"({row['loop_masked_over_vmapped']:.2f}x the vmapped), loop of real "
-    f"models {row['loop_materialised_s']:.2f} s "
-    f"({row['loop_materialised_over_vmapped']:.2f}x) + "
+    f"{row['variants']} variants x {row['images']} images: shared kernels "
+    f"{row['shared_s']:.2f} s, stacked vmapped {row['vmapped_s']:.2f} s, one"
+    f" variant {row['one_variant_s']:.2f} s; loop of masked "
+    f"{row['loop_masked_s']:.2f} s ({row['loop_masked_over_shared']:.2f}x the"
+    f" shared), loop of real models {row['loop_materialised_s']:.2f} s "
+    f"({row['loop_materialised_over_shared']:.2f}x) + "
     f"{row['loop_materialised_compile_s']:.1f} s compiling"
   )
   print(f"wrote {args.out}")

@@ -52,6 +52,7 @@ def test_sweep_speed_quick(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(out.read_text())
   assert report["variants"] == 2 and report["images"] == 32
+  assert report["shared_s"] > 0
   assert report["loop_masked_s"] == 2 * report["one_variant_s"]
   for key in ("vmapped_s", "one_variant_s", "loop_materialised_s"):
     assert report[key] > 0

@@ -123,6 +123,12 @@ def test_masked_variant_equals_materialised_model(name):
     assert small_spec == sw.variant_spec(spec, k)
     small = models.build(small_spec).apply(small_vars, x)
     np.testing.assert_allclose(small, masked, rtol=1e-5, atol=1e-5)
+    # Shared kernels, per-variant input scales: the same logits.
+    scales = sweep.variant(sweep.channel_scales(sw), k)
+    shared = models.build(spec).apply(
+      {**variables, models.CHANNEL_SCALES: scales}, x
+    )
+    np.testing.assert_allclose(shared, masked, rtol=1e-5, atol=1e-5)
     for n, g in zip(sw.names, sw.counts[k], strict=True):
       assert groups.get(small_spec, n).width == g
   # Keeping everything with least squares on complete statistics changes
@@ -209,6 +215,10 @@ def test_vmapped_evaluation_equals_one_model_at_a_time():
   for b in batches[:-1]:
     b["mask"] = np.ones(4, np.float32)
   results = sweep.evaluate_variants(spec, stacked, batches)
+  shared = sweep.evaluate_sweep(spec, variables, sw, batches)
+  for a, b in zip(results, shared, strict=True):
+    assert a["accuracy"] == b["accuracy"] and a["examples"] == b["examples"]
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
   for k, got in enumerate(results):
     small_spec, small_vars = sweep.materialize(spec, variables, sw, k)
     want = train.evaluate(small_spec, small_vars, batches)

@@ -32,8 +32,8 @@ Example:
   >>> group_stats = {n: stats.collect(spec, variables, groups.get(spec, n),
   ...                                 batches(), key=key) for n in names}
   >>> sw = sweep.plan(spec, variables, group_stats, [0.3, 0.5, 0.7])
-  >>> stacked = sweep.stack_variants(spec, variables, sw)
-  >>> results = sweep.evaluate_variants(spec, stacked, eval_batches())
+  >>> results = sweep.evaluate_sweep(spec, variables, sw, eval_batches())
+  >>> stacked = sweep.stack_variants(spec, variables, sw)  # to fine-tune
   >>> spec2, variables2 = sweep.materialize(spec, variables, sw, k=1)
 """
 
@@ -51,7 +51,7 @@ import numpy as np
 import optax
 
 from thinet_jax import groups as groups_lib
-from thinet_jax import profile, select, surgery, train
+from thinet_jax import models, profile, select, surgery, train
 from thinet_jax.spec import ModelSpec
 from thinet_jax.stats import GroupStats
 
@@ -139,6 +139,7 @@ class Sweep:
   Attributes:
     names: the groups, in network order.
     widths: their original widths.
+    consumers: their consumers' parameter paths.
     counts: int [K, G] kept channels per variant and group.
     orders: name -> int [C] removal order of the criterion.
     masks: name -> [K, C] 0/1 kept channels.
@@ -149,6 +150,7 @@ class Sweep:
 
   names: tuple[str, ...]
   widths: tuple[int, ...]
+  consumers: tuple[str, ...]
   counts: np.ndarray
   orders: dict[str, np.ndarray]
   masks: dict[str, np.ndarray]
@@ -268,7 +270,10 @@ def plan(
     scales[name] = np.asarray(
       masked_scales(gram, mask, ridge) if least_squares else mask
     )
-  return Sweep(names, widths, counts, orders, masks, scales, criterion)
+  consumers = tuple(g.consumer for g in all_groups)
+  return Sweep(
+    names, widths, consumers, counts, orders, masks, scales, criterion
+  )
 
 
 # --- masked variants --------------------------------------------------------
@@ -390,10 +395,60 @@ def evaluate_variants(
   """Accuracy, top-5 and loss of every variant: one vmapped call a batch."""
   mesh = mesh or train.data_mesh()
   step = _vmapped_eval(spec)
+  return _sum_variants(
+    spec, (step(stacked, train.shard_batch(b, mesh)) for b in batches)
+  )
+
+
+def channel_scales(sw: Sweep) -> dict[str, Any]:
+  """The `channel_scales` collection of the K variants: for every group's
+  consumer, its input scales [K, C] (least squares where kept, 0 where
+  pruned), nested like the consumer's parameter path."""
+  flat = {
+    consumer + models.SCALE_SUFFIX: jnp.asarray(sw.scales[name])
+    for name, consumer in zip(sw.names, sw.consumers, strict=True)
+  }
+  return flax.traverse_util.unflatten_dict(flat, sep="/")
+
+
+@functools.lru_cache(maxsize=16)
+def _scaled_eval(spec: ModelSpec):
+  step = train.make_eval_step(spec)
+
+  def one(params_and_stats, scales, batch):
+    return step({**params_and_stats, models.CHANNEL_SCALES: scales}, batch)
+
+  return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
+
+
+def evaluate_sweep(
+  spec: ModelSpec,
+  variables: dict[str, Any],
+  sw: Sweep,
+  batches: Iterable[dict[str, np.ndarray]],
+  mesh=None,
+) -> list[dict[str, float]]:
+  """`evaluate_variants` of `stack_variants(spec, variables, sw)` without
+  stacking: every variant shares the original kernels, and only the
+  consumers' input channels are scaled per variant (`channel_scales`), so
+  the K forwards run as one K-times larger batch through the same convs
+  (vmapping stacked kernels instead makes XLA run grouped convolutions).
+  The pruned producers still compute, but nothing reads their outputs."""
+  mesh = mesh or train.data_mesh()
+  step = _scaled_eval(spec)
+  scales = channel_scales(sw)
+  return _sum_variants(
+    spec,
+    (step(variables, scales, train.shard_batch(b, mesh)) for b in batches),
+  )
+
+
+def _sum_variants(spec: ModelSpec, sums_per_batch) -> list[dict[str, float]]:
   totals = None
-  for batch in batches:
-    sums = jax.device_get(step(stacked, train.shard_batch(batch, mesh)))
-    sums = {k: np.asarray(v, np.float64) for k, v in sums.items()}
+  for sums in sums_per_batch:
+    sums = {
+      k: np.asarray(v, np.float64) for k, v in jax.device_get(sums).items()
+    }
     totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
   if totals is None:
     raise ValueError("no eval batches")
@@ -680,8 +735,9 @@ def compare(
   """Accuracy against FLOPs for every criterion at every keep ratio.
 
   One sweep per criterion: the K ratios, shared by all groups, become K
-  masked variants evaluated in one vmapped pass (the paper's comparison of
-  selection methods, section 4.1, before fine-tuning). With `allocated`, one
+  masked variants evaluated in one vmapped pass (`evaluate_sweep`): the
+  paper's comparison of selection methods (section 4.1), before
+  fine-tuning. With `allocated`, one
   more line: ThiNet's orders with per-group keep counts from `allocation`
   at each thinet variant's FLOPs.
 
@@ -709,10 +765,10 @@ def compare(
   names = list(group_stats)
 
   def run(label: str, sw: Sweep) -> list[dict[str, Any]]:
-    stacked = stack_variants(spec, variables, sw)
-    results = evaluate_variants(spec, stacked, eval_batches())
+    results = evaluate_sweep(spec, variables, sw, eval_batches())
     tuned = None
     if finetune is not None:
+      stacked = stack_variants(spec, variables, sw)
       masks = param_masks(spec, variables, sw)
       tuned = evaluate_variants(spec, finetune(stacked, masks), eval_batches())
     rows = []

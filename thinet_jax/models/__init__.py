@@ -19,17 +19,21 @@ import jax
 import jax.numpy as jnp
 
 from thinet_jax.models.common import (
+  CHANNEL_SCALES,
   CONSUMER_INPUTS,
   INPUT_SUFFIX,
   OUTPUT_SUFFIX,
   PRODUCER_OUTPUTS,
+  SCALE_SUFFIX,
 )
 from thinet_jax.models.resnet import Bottleneck, ResNet
 from thinet_jax.models.vgg import VGG
 from thinet_jax.spec import ModelSpec
 
 __all__ = [
+  "CHANNEL_SCALES",
   "CONSUMER_INPUTS",
+  "SCALE_SUFFIX",
   "VGG",
   "ResNet",
   "Bottleneck",

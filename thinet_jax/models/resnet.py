@@ -46,7 +46,7 @@ class Bottleneck(nn.Module):
       stride=stride_a,
       **common,
     )
-    sow_input(self, "branch2b", y)
+    y = sow_input(self, "branch2b", y)
     y = conv_bn(
       self,
       y,
@@ -57,7 +57,7 @@ class Bottleneck(nn.Module):
       stride=stride_b,
       **common,
     )
-    sow_input(self, "branch2c", y)
+    y = sow_input(self, "branch2c", y)
     y = conv_bn(
       self,
       y,

@@ -41,7 +41,7 @@ class VGG(nn.Module):
         continue
       name = next(names)
       if not first:
-        sow_input(self, name, x)
+        x = sow_input(self, name, x)
       first = False
       x = conv_bn(
         self,
@@ -55,10 +55,10 @@ class VGG(nn.Module):
         dtype=self.dtype,
       )
     if spec.head == "gap":
-      sow_input(self, "fc", x)
+      x = sow_input(self, "fc", x)
       x = jnp.mean(x, axis=(1, 2))
       return nn.Dense(spec.num_classes, dtype=self.dtype, name="fc")(x)
-    sow_input(self, "fc6", x)
+    x = sow_input(self, "fc6", x)
     x = x.reshape(x.shape[0], -1)
     for i, width in enumerate(spec.fc_widths):
       x = nn.Dense(width, dtype=self.dtype, name=f"fc{6 + i}")(x)
