@@ -88,3 +88,25 @@ def test_two_processes_match_one(one_device, tmp_path):
   two = dict(np.load(tmp_path / "r0.npz"))
   assert int(two["processes"]) == 2 and int(two["devices"]) == 2
   _same(two, one_device)
+
+
+def test_commands_default_to_two_virtual_cpu_devices():
+  code = (
+    "from thinet_jax import sharding; sharding.default_cpu_devices(); "
+    "import jax; print(jax.device_count())"
+  )
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  env["JAX_PLATFORMS"] = "cpu"
+  out = subprocess.run(
+    [sys.executable, "-c", code], env=env, capture_output=True, text=True,
+    cwd=ROOT, timeout=300, check=True,
+  )  # fmt: skip
+  want = 2 if (os.cpu_count() or 1) >= 2 else 1
+  assert out.stdout.strip() == str(want)
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=3"
+  out = subprocess.run(
+    [sys.executable, "-c", code], env=env, capture_output=True, text=True,
+    cwd=ROOT, timeout=300, check=True,
+  )  # fmt: skip
+  assert out.stdout.strip() == "3"  # An explicit count wins.

@@ -137,9 +137,11 @@ def stats_batches(config: ml_collections.ConfigDict):
     idx = data.class_balanced(labels, config.images_per_class, seed)
     # Every process reads its own share of the images (padded with masked
     # records to equal shares); the statistics are summed over all.
+    local = jax.local_device_count()  # Batches split evenly over devices.
+    size = min(config.batch_size, len(idx)) // jax.process_count()
     return data.pipeline(
       data.ArraySource(images[idx], labels[idx]),
-      batch_size=min(config.batch_size, len(idx)) // jax.process_count(),
+      batch_size=max(local, size - size % local),
       image_size=config.image_size, train=False, dataset_name=config.dataset,
     )  # fmt: skip
 
@@ -153,6 +155,7 @@ def start(argv) -> tuple[ml_collections.ConfigDict, str, float]:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   quiet_logging()
+  sharding.default_cpu_devices()
   f = flags.FLAGS
   sharding.initialize(f.coordinator_address, f.num_processes, f.process_id)
   return f.config, f.workdir, time.time()
