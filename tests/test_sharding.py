@@ -1,6 +1,7 @@
 """One code path on 1 device, 4 virtual devices and 2 processes: the same
 statistics, greedy order and training step (tests/sharded_worker.py)."""
 
+import json
 import os
 import pathlib
 import socket
@@ -110,3 +111,47 @@ def test_commands_default_to_two_virtual_cpu_devices():
     cwd=ROOT, timeout=300, check=True,
   )  # fmt: skip
   assert out.stdout.strip() == "3"  # An explicit count wins.
+
+
+def test_prune_command_runs_as_two_processes(tmp_path, small_model):
+  port = _free_port()
+  workdir = tmp_path / "run"
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "train.prune",
+        "--config=configs/fmnist_vgg16_thinet.py:runlocal",
+        f"--workdir={workdir}",
+        f"--config.init_checkpoint={small_model}",
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+      ],
+      env=_env(1),
+      cwd=ROOT,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )  # fmt: skip
+    for i in range(2)
+  ]
+  for p in procs:
+    _, err = p.communicate(timeout=900)
+    assert p.returncode == 0, err[-3000:]
+  report = json.loads((workdir / "report.json").read_text())
+  assert len(report["devices"]) == 2  # One device in each process.
+  assert [s["group"] for s in report["steps"]] == ["conv1_1", "conv2_1"]
+  # Saved by two processes, restored by one, in a fresh process.
+  code = (
+    "from thinet_jax import train; "
+    f"spec, v, _ = train.load_model({str(workdir / 'model')!r}); "
+    "print(spec.layers[:4])"
+  )
+  out = subprocess.run(
+    [sys.executable, "-c", code], env=_env(1), capture_output=True,
+    text=True, cwd=ROOT, timeout=300,
+  )  # fmt: skip
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip() == "(8, 16, 'M', 16)"

@@ -44,6 +44,25 @@ def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P("data"))
 
 
+def replicate(tree: Any, mesh: jax.sharding.Mesh | None = None) -> Any:
+  """Every leaf as a global array replicated over `mesh` (default: all
+  devices). Each process must hold the same values (true of parameters and
+  statistics here). Across processes the leaves go through the host, since
+  a value computed eagerly by one process is local to it.
+  """
+  target = replicated(mesh or data_mesh())
+  if jax.process_count() == 1:
+    return jax.device_put(tree, target)
+
+  def one(x):
+    host = np.asarray(jax.device_get(x))
+    return jax.make_array_from_callback(
+      host.shape, target, lambda index: host[index]
+    )
+
+  return jax.tree.map(one, tree)
+
+
 def shard_batch(batch: dict[str, Any], mesh) -> dict[str, jax.Array]:
   """Process-local NumPy batch -> global arrays split over "data".
 

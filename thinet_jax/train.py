@@ -275,8 +275,13 @@ class Checkpointer:
     image_size: int,
     extra: dict | None = None,
   ) -> None:
-    """Saves at `state.step`; `extra` is any JSON (iterator position...)."""
+    """Saves at `state.step`; `extra` is any JSON (iterator position...).
+
+    Every process calls it (Orbax writes each host's part); host-local
+    values (NumPy, one device) are first made global, replicated.
+    """
     step = int(state.step)
+    state = sharding.replicate(state)
     meta = {
       "spec": spec.to_dict(),
       "image_size": image_size,
@@ -302,12 +307,22 @@ class Checkpointer:
     self, tx: optax.GradientTransformation | None = None, step=None
   ) -> tuple[ModelSpec, TrainState, dict]:
     """(spec, state, extra) of a checkpoint; the shapes come from the spec
-    stored in it. Without `tx` the optimizer state is not restored."""
+    stored in it. Without `tx` the optimizer state is not restored.
+
+    The state comes back replicated over this run's devices, whatever the
+    devices, hosts or platform that saved it (a model saved on two virtual
+    CPU devices or a GPU restores on one CPU, and the other way round).
+    """
     step = self.latest_step() if step is None else step
     meta = self.meta(step)
     spec = ModelSpec.from_dict(meta["spec"])
     shapes = abstract_variables(spec, meta["image_size"])
     abstract = jax.eval_shape(lambda: create_state(shapes, tx or _NO_OPT))
+    replicated = sharding.replicated(sharding.data_mesh())
+    abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+      abstract,
+    )
     try:
       restored = self.manager.restore(
         step,
