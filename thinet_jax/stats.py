@@ -382,14 +382,11 @@ def collect_groups(
   key: folded with the group's index; kwargs go to `collect`.
   """
   key = jax.random.key(0) if key is None else key
-  return {
-    name: collect(
-      spec,
-      variables,
-      groups_lib.get(spec, name),
-      batches(),
-      key=jax.random.fold_in(key, i),
-      **kwargs,
-    )  # fmt: skip
-    for i, name in enumerate(names)
-  }
+  out = {}
+  for i, name in enumerate(names):
+    group = groups_lib.get(spec, name)
+    group_key = jax.random.fold_in(key, i)
+    out[name] = collect(
+      spec, variables, group, batches(), key=group_key, **kwargs
+    )
+  return out
