@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tqdm
 
 from thinet_jax import groups as groups_lib
 from thinet_jax import models, profile, select, surgery, train
@@ -536,8 +537,6 @@ def finetune_variants(
   Returns:
     (fine-tuned stacked variables, per-step {"loss", "accuracy"} lists).
   """
-  import tqdm
-
   mesh = train.data_mesh()
   # The step donates its states: copy, so the caller's arrays survive.
   states = init_variant_states(jax.tree.map(jnp.array, stacked), masks, tx)
