@@ -8,14 +8,19 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def test_greedy_speed_quick(tmp_path):
-  out = tmp_path / "greedy.json"
+def _quick(script, tmp_path):
+  """Runs `benchmarks/<script> --quick` and returns the JSON it wrote."""
+  out = tmp_path / "out.json"
   result = subprocess.run(
-    [sys.executable, "benchmarks/greedy_speed.py", "--quick", f"--out={out}"],
+    [sys.executable, f"benchmarks/{script}", "--quick", f"--out={out}"],
     capture_output=True, text=True, cwd=ROOT, timeout=600,
   )  # fmt: skip
   assert result.returncode == 0, result.stderr[-3000:]
-  report = json.loads(out.read_text())
+  return json.loads(out.read_text())
+
+
+def test_greedy_speed_quick(tmp_path):
+  report = _quick("greedy_speed.py", tmp_path)
   assert [r["channels"] for r in report["rows"]] == [16, 32]
   assert all(r["same_kept_set"] for r in report["rows"])
   assert all(r["max_scale_diff"] < 1e-3 for r in report["rows"])
@@ -31,26 +36,14 @@ def test_presets_table_prints_every_preset():
 
 
 def test_latency_quick(tmp_path):
-  out = tmp_path / "latency.json"
-  result = subprocess.run(
-    [sys.executable, "benchmarks/latency.py", "--quick", f"--out={out}"],
-    capture_output=True, text=True, cwd=ROOT, timeout=600,
-  )  # fmt: skip
-  assert result.returncode == 0, result.stderr[-3000:]
-  report = json.loads(out.read_text())
+  report = _quick("latency.py", tmp_path)
   assert report["summary"]["flops_reduction"] > 3.0  # ThiNet-Conv shape
   for key in ("infer_b1_speedup", "infer_b8_speedup", "train_b8_speedup"):
     assert report["summary"][key] > 0
 
 
 def test_sweep_speed_quick(tmp_path):
-  out = tmp_path / "sweep_speed.json"
-  result = subprocess.run(
-    [sys.executable, "benchmarks/sweep_speed.py", "--quick", f"--out={out}"],
-    capture_output=True, text=True, cwd=ROOT, timeout=600,
-  )  # fmt: skip
-  assert result.returncode == 0, result.stderr[-3000:]
-  report = json.loads(out.read_text())
+  report = _quick("sweep_speed.py", tmp_path)
   assert report["variants"] == 2 and report["images"] == 32
   assert report["shared_s"] > 0
   assert report["loop_masked_s"] == 2 * report["one_variant_s"]
@@ -59,13 +52,7 @@ def test_sweep_speed_quick(tmp_path):
 
 
 def test_devices_speed_quick(tmp_path):
-  out = tmp_path / "devices_speed.json"
-  result = subprocess.run(
-    [sys.executable, "benchmarks/devices_speed.py", "--quick", f"--out={out}"],
-    capture_output=True, text=True, cwd=ROOT, timeout=600,
-  )  # fmt: skip
-  assert result.returncode == 0, result.stderr[-3000:]
-  rows = json.loads(out.read_text())["rows"]
+  rows = _quick("devices_speed.py", tmp_path)["rows"]
   assert [r["devices"] for r in rows] == [1, 2]
   assert rows[0]["train_speedup"] == 1.0
   assert all(r["train_step_s"] > 0 and r["eval_step_s"] > 0 for r in rows)

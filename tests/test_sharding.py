@@ -62,18 +62,12 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one(one_device, tmp_path):
-  port = _free_port()
+def _two_processes(args_of, timeout):
+  """Runs `python <args_of(i)>` for processes i = 0, 1 at once (one CPU
+  device each) and checks both exit cleanly."""
   procs = [
     subprocess.Popen(
-      [
-        sys.executable,
-        WORKER,
-        str(tmp_path / f"r{i}.npz"),
-        str(i),
-        "2",
-        str(port),
-      ],
+      [sys.executable, *args_of(i)],
       env=_env(1),
       cwd=ROOT,
       stdout=subprocess.PIPE,
@@ -83,8 +77,16 @@ def test_two_processes_match_one(one_device, tmp_path):
     for i in range(2)
   ]
   for p in procs:
-    _, err = p.communicate(timeout=600)
+    _, err = p.communicate(timeout=timeout)
     assert p.returncode == 0, err[-3000:]
+
+
+def test_two_processes_match_one(one_device, tmp_path):
+  port = _free_port()
+  _two_processes(
+    lambda i: [WORKER, str(tmp_path / f"r{i}.npz"), str(i), "2", str(port)],
+    timeout=600,
+  )
   assert not (tmp_path / "r1.npz").exists()  # Only process 0 writes.
   two = dict(np.load(tmp_path / "r0.npz"))
   assert int(two["processes"]) == 2 and int(two["devices"]) == 2
@@ -116,30 +118,15 @@ def test_commands_default_to_two_virtual_cpu_devices():
 def test_prune_command_runs_as_two_processes(tmp_path, small_model):
   port = _free_port()
   workdir = tmp_path / "run"
-  procs = [
-    subprocess.Popen(
-      [
-        sys.executable,
-        "-m",
-        "train.prune",
-        "--config=configs/fmnist_vgg16_thinet.py:runlocal",
-        f"--workdir={workdir}",
-        f"--config.init_checkpoint={small_model}",
-        f"--coordinator_address=127.0.0.1:{port}",
-        "--num_processes=2",
-        f"--process_id={i}",
-      ],
-      env=_env(1),
-      cwd=ROOT,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-    )  # fmt: skip
-    for i in range(2)
-  ]
-  for p in procs:
-    _, err = p.communicate(timeout=900)
-    assert p.returncode == 0, err[-3000:]
+  _two_processes(
+    lambda i: [
+      "-m", "train.prune", "--config=configs/fmnist_vgg16_thinet.py:runlocal",
+      f"--workdir={workdir}", f"--config.init_checkpoint={small_model}",
+      f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+      f"--process_id={i}",
+    ],
+    timeout=900,
+  )  # fmt: skip
   report = json.loads((workdir / "report.json").read_text())
   assert len(report["devices"]) == 2  # One device in each process.
   assert [s["group"] for s in report["steps"]] == ["conv1_1", "conv2_1"]

@@ -54,6 +54,17 @@ class Run:
   train_examples: int
 
 
+def require_checkpoint(config: ml_collections.ConfigDict, command: str) -> None:
+  """Pruning commands start from a trained model: say so if none is set."""
+  from absl import app
+
+  if not config.init_checkpoint:
+    raise app.UsageError(
+      f"config.init_checkpoint is empty: {command} prunes a trained model; "
+      "set it to a model directory (e.g. baselines/vgg16-fmnist)"
+    )
+
+
 def setup(config: ml_collections.ConfigDict) -> Run:
   """Model (from `init_checkpoint` or a fresh init of the preset) and data."""
   if config.init_checkpoint:

@@ -36,11 +36,7 @@ common.define_flags()
 
 def main(argv):
   config, workdir, start = common.start(argv)
-  if not config.init_checkpoint:
-    raise app.UsageError(
-      "config.init_checkpoint is empty: ThiNet prunes a trained model; set "
-      "it to a model directory (e.g. baselines/vgg16-fmnist)"
-    )
+  common.require_checkpoint(config, "train.prune")
   run = common.setup(config)
   base_spec, base_vars = run.spec, run.variables
   evaluate = lambda spec, variables: train.evaluate(  # noqa: E731

@@ -23,11 +23,7 @@ common.define_flags()
 
 def main(argv):
   config, workdir, start = common.start(argv)
-  if not config.init_checkpoint:
-    raise app.UsageError(
-      "config.init_checkpoint is empty: a sweep prunes a trained model; set "
-      "it to a model directory (e.g. baselines/vgg16-fmnist)"
-    )
+  common.require_checkpoint(config, "train.sweep")
   run = common.setup(config)
   spec, variables = run.spec, run.variables
   names = list(config.groups) or [g.name for g in groups.paper_groups(spec)]
