@@ -1,6 +1,10 @@
 """A small bottleneck ResNet (Caffe stride placement) on Fashion-MNIST.
 
-python -m train.describe --config configs/fmnist_resnet.py --workdir runs/rn
+Trains the shipped `baselines/resnet-fmnist` (10 epochs, about 80 minutes
+on 2 CPU cores):
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 \\
+  python -m train.main --config configs/fmnist_resnet.py --workdir runs/resnet-fmnist
 """
 
 from configs import default
@@ -9,4 +13,6 @@ from configs import default
 def get_config(arg: str | None = None):
   config = default.get_config()
   config.model = "resnet-fmnist"
+  config.num_epochs = 10.0
+  config.learning_rate = 0.05
   return default.apply_arg(config, arg)

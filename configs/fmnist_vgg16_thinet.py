@@ -31,11 +31,11 @@ def get_config(arg: str | None = None):
   config.stats_mode = "sampled"  # "sampled" (paper) or "exhaustive".
   config.images_per_class = 100  # Statistics images per class (paper: 10).
   config.samples_per_image = 10  # (position, channel) samples per image.
-  config.finetune_epochs = 0.25  # Fine-tune after each group, in epochs.
-  config.stage_end_epochs = 0.5  # ... after the last group of a stage.
+  config.finetune_epochs = 0.1  # Fine-tune after each group, in epochs.
+  config.stage_end_epochs = 0.2  # ... after the last group of a stage.
   config.finetune_lr = 0.005  # Constant learning rate of those fine-tunes.
   # The final fine-tune uses the training fields of the default config.
-  config.num_epochs = 3.0  # Final fine-tune length.
+  config.num_epochs = 1.0  # Final fine-tune length.
   config.learning_rate = 0.01  # Final fine-tune peak learning rate.
   config.warmup_epochs = 0.0
   config.schedule = "cosine"
