@@ -102,6 +102,8 @@ def resnet(spec, variables, x):
     x = max_pool(x, 3, 2, pad=1)
   else:
     x = _conv_bn(x, params, stats, "conv1", "bn_conv1", out=produced)
+    if spec.stem == "small_pool":
+      x = max_pool(x, 2, 2)
   names = iter(spec.resnet_block_names())
   for stage, n in enumerate(spec.stage_sizes):
     for b in range(n):

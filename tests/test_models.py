@@ -52,7 +52,7 @@ SMALL_SPECS = {
       in_channels=2,
     )
     for placement in ("caffe", "torchvision")
-    for stem in ("small", "imagenet")
+    for stem in ("small", "small_pool", "imagenet")
   },
 }
 

@@ -18,8 +18,10 @@ CPU-sized presets for Fashion-MNIST (28x28 padded to 32x32, 10 classes):
 
 * `vgg16-fmnist`: VGG-16 with BatchNorm at 1/4 width; after five pools the
   map is 1x1, so fc6 sees 128 features (the CIFAR VGG geometry).
-* `resnet-fmnist`: a small bottleneck ResNet (small stem, stages of 1, 2, 2,
-  1 blocks at 1/4 of ResNet-50's widths).
+* `resnet-fmnist`: a small bottleneck ResNet (3x3 stem conv and a 2x2 max
+  pool, so the stages run at 16, 8, 4 and 2 pixels; stages of 1, 2, 2, 1
+  blocks at 1/4 of ResNet-50's widths). Without the pool its training step
+  is 5x slower on a 2-core CPU (1.63 s against 0.32 s at batch 128).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def _resnet_fmnist() -> ModelSpec:
     stage_sizes=(1, 2, 2, 1),
     inner=(16, 32, 64, 128),
     out=(64, 128, 256, 512),
-    stem="small",
+    stem="small_pool",
     stem_width=16,
     num_classes=10,
     in_channels=1,

@@ -148,6 +148,8 @@ def _walk_resnet(spec: ModelSpec, walk: _Walker) -> None:
     walk.pool("pool1", 3, 2, 1)
   else:
     walk.h, walk.w, walk.c = walk.conv("conv1", "bn_conv1", spec.stem_width, 3)
+    if spec.stem == "small_pool":
+      walk.pool("pool1", 2, 2, 0)
   names = iter(spec.resnet_block_names())
   widths = iter(spec.block_widths)
   for stage, (n_blocks, out) in enumerate(

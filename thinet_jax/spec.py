@@ -41,6 +41,7 @@ from typing import Any
 
 FAMILIES = ("vgg", "resnet")
 POOL = "M"
+STEMS = ("imagenet", "small", "small_pool")  # ResNet stems (ModelSpec.stem)
 
 # Fields that only one family reads. A spec must leave the other family's
 # fields at their defaults, so that a spec never carries silent, dead widths.
@@ -77,8 +78,8 @@ class ModelSpec:
       "gap" (global average pool + one dense layer).
     fc_widths: (vgg, head "fc") hidden dense widths, e.g. (4096, 4096).
     dropout: (vgg, head "fc") dropout rate after each hidden dense layer.
-    stem: (resnet) "imagenet" (7x7/2 conv + 3x3/2 max pool) or "small"
-      (3x3/1 conv).
+    stem: (resnet) "imagenet" (7x7/2 conv + 3x3/2 max pool), "small"
+      (3x3/1 conv) or "small_pool" (3x3/1 conv + 2x2/2 max pool).
     stem_width: (resnet) output channels of the stem conv `conv1`.
     stage_sizes: (resnet) blocks per stage, e.g. (3, 4, 6, 3).
     stage_widths: (resnet) block output width per stage, e.g.
@@ -156,10 +157,8 @@ class ModelSpec:
       raise SpecError("dropout", f"must be in [0, 1), got {self.dropout}")
 
   def _validate_resnet(self) -> None:
-    if self.stem not in ("imagenet", "small"):
-      raise SpecError(
-        "stem", f'must be "imagenet" or "small", got {self.stem!r}'
-      )
+    if self.stem not in STEMS:
+      raise SpecError("stem", f"must be one of {STEMS}, got {self.stem!r}")
     _positive_int("stem_width", self.stem_width)
     if not self.stage_sizes:
       raise SpecError("stage_sizes", "needs at least one stage")

@@ -112,6 +112,8 @@ class ResNet(nn.Module):
       x = conv_bn(
         self, x, spec.stem_width, "conv1", "bn_conv1", kernel=3, **common
       )
+      if spec.stem == "small_pool":
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
     names = iter(spec.resnet_block_names())
     widths = iter(spec.block_widths)
     for stage, (n_blocks, out_width) in enumerate(
