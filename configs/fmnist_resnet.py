@@ -4,7 +4,8 @@ Trains the shipped `baselines/resnet-fmnist` (15 epochs, about 40 minutes
 on 2 CPU cores):
 
   XLA_FLAGS=--xla_force_host_platform_device_count=2 \\
-  python -m train.main --config configs/fmnist_resnet.py --workdir runs/resnet-fmnist
+  python -m train.main --config configs/fmnist_resnet.py \\
+      --workdir runs/resnet-fmnist
 """
 
 from configs import default

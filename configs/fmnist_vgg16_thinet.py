@@ -25,9 +25,12 @@ def get_config(arg: str | None = None):
   # per-group keep counts from sweep.allocation (0 = off).
   config.budget = 0.0
   config.budget_metric = "flops"  # "flops" or "params".
-  config.criterion = "thinet"  # thinet, weight_sum, apoz or random.
+  config.criterion = "thinet"  # A name in thinet_jax.select.CRITERIA.
   config.least_squares = True  # Rescale kept channels (paper eq. 6).
   config.ridge = 0.0  # Ridge term of the least squares.
+  # BatchNorm-aware: fit on centred statistics, fold the lost mean into the
+  # consumer's bias / BatchNorm mean (pipeline.prune_group(centred=...)).
+  config.centred = False
   config.stats_mode = "sampled"  # "sampled" (paper) or "exhaustive".
   config.images_per_class = 100  # Statistics images per class (paper: 10).
   config.samples_per_image = 10  # (position, channel) samples per image.

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import flax
 import jax
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from thinet_jax import groups, models, pipeline, profile, select, stats
 from thinet_jax.spec import ModelSpec
 
-from conftest import random_variables
+from conftest import SPECS, random_variables
 
 SPEC = ModelSpec(
   family="vgg", layers=(6, "M", 5, 4), head="gap", num_classes=3,
@@ -127,3 +128,57 @@ def test_bad_step_arguments():
     pipeline.prune_group(
       SPEC, variables, "fc", _batches(), keep_ratio=0.5, image_size=SIZE
     )
+
+
+def _constant_channel_case(name):
+  """A model whose group `name` has one channel, c = 0, that is constant
+  0.7 after its ReLU (zero filter; bias or BatchNorm shift 0.7): its
+  contribution to a 1x1 or global-pooled consumer is a constant per output
+  channel, which only a mean shift can restore. weight_sum removes it first
+  (zero filter), so selection is not under test here."""
+  if name == "conv2_2":
+    spec = SPEC  # consumer: global pool + fc (a bias)
+  else:
+    spec = SPECS["resnet_caffe"]  # consumer: 1x1 branch2c + BatchNorm
+  variables = random_variables(spec, SIZE)
+  group = groups.get(spec, name)
+  params = flax.traverse_util.flatten_dict(variables["params"], sep="/")
+  params[f"{group.producer}/kernel"][..., 0] = 0.0  # NumPy leaves, in place
+  if group.producer_bn is None:
+    params[f"{group.producer}/bias"][0] = 0.7
+  else:
+    params[f"{group.producer_bn}/scale"][0] = 0.0
+    params[f"{group.producer_bn}/bias"][0] = 0.7
+  return spec, variables, group
+
+
+@pytest.mark.parametrize("name", ["conv2_2", "res2a/branch2b"])
+def test_centred_reconstruction_restores_a_constant_channel(name):
+  spec, variables, group = _constant_channel_case(name)
+  rng = np.random.default_rng(9)
+  batches = [
+    {"image": rng.normal(size=(4, SIZE, SIZE, 2)).astype(np.float32)}
+    for _ in range(2)
+  ]
+  images = batches[0]["image"]
+  before = _logits(spec, variables, images)
+  n_keep = group.width - 1
+
+  def prune(centred):
+    return pipeline.prune_group(
+      spec, variables, name, batches, keep_ratio=1.0, n_keep=n_keep,
+      image_size=SIZE, criterion="weight_sum", mode="exhaustive",
+      key=jax.random.key(0), progress=False, centred=centred,
+    )  # fmt: skip
+
+  spec2, vars2, record = prune(centred=True)
+  assert 0 not in record.kept and record.centred
+  np.testing.assert_allclose(record.scales, np.ones(n_keep), rtol=1e-4)
+  assert record.relative_error < 1e-6 and record.relative_error_centred < 1e-6
+  np.testing.assert_allclose(
+    _logits(spec2, vars2, images), before, rtol=1e-4, atol=1e-4
+  )
+  # The paper's uncentred fit cannot express a constant: the logits move.
+  spec3, vars3, plain = prune(centred=False)
+  assert plain.kept == record.kept and plain.relative_error > 1e-3
+  assert not np.allclose(_logits(spec3, vars3, images), before, atol=1e-3)

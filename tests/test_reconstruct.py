@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from thinet_jax import reconstruct
+from thinet_jax import reconstruct, stats
 
 
 def _samples(seed, n=500, c=12):
@@ -38,6 +38,44 @@ def test_ridge_zero_is_lstsq_and_error_is_the_residual(seed):
     reconstruct.ridge_scales(g32, keep), w_ref, rtol=1e-3, atol=1e-4
   )
   assert 0.0 <= float(reconstruct.relative_error(g32, keep, w_ref)) <= 1.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_centred_fit_is_least_squares_with_an_intercept_per_output(seed):
+  """Scales from the centred Gram matrix and `mean_shift` are the least
+  squares of yhat on the kept contributions plus one constant per output
+  channel (the consumer's bias or BatchNorm mean); the centred relative
+  error is that fit's residual over yhat's centred sum of squares."""
+  rng = np.random.default_rng(seed)
+  x = np.abs(_samples(seed, n=400, c=10)) + rng.uniform(0, 2, 10)  # means
+  out = rng.integers(0, 4, 400)  # output channel of each sample
+  x += 0.5 * out[:, None]  # means that differ per output channel
+  y = x.sum(axis=1)
+  keep = np.sort(rng.choice(10, 6, replace=False))
+  design = np.concatenate([x[:, keep], np.eye(4)[out]], axis=1)
+  coef = np.linalg.lstsq(design, y, rcond=None)[0]
+  w_ref, shift_ref = coef[:6], coef[6:]
+  residual = y - design @ coef
+  y_centred = y - (np.bincount(out, y) / np.bincount(out))[out]
+  sums = np.stack([x[out == d].sum(axis=0) for d in range(4)], axis=1)
+  counts = np.bincount(out, minlength=4)
+  with jax.enable_x64(True):
+    gc = stats.centred_gram(x.T @ x, sums, counts)
+    w = reconstruct.ridge_scales(jnp.asarray(gc), keep)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-7, atol=1e-9)
+    shift = reconstruct.mean_shift(sums, counts, keep, w)
+    np.testing.assert_allclose(shift, shift_ref, rtol=1e-7, atol=1e-9)
+    e = reconstruct.relative_error(jnp.asarray(gc), keep, w)
+    np.testing.assert_allclose(
+      e, np.sum(residual**2) / np.sum(y_centred**2), rtol=1e-7
+    )
+    # Unit scales: the shift is the mean of the removed contributions.
+    removed = np.setdiff1d(np.arange(10), keep)
+    np.testing.assert_allclose(
+      reconstruct.mean_shift(sums, counts, keep),
+      [x[out == d][:, removed].sum(axis=1).mean() for d in range(4)],
+      rtol=1e-10,
+    )
 
 
 def test_ridge_is_the_regularised_closed_form():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks import greedy_speed
-from thinet_jax import select
+from thinet_jax import reconstruct, select
 
 
 def official_greedy(x):
@@ -37,6 +37,58 @@ def test_greedy_order_float32_agrees_on_real_sized_problems():
   x = _instance(123)
   g32 = np.asarray(x.T @ x, np.float32)
   np.testing.assert_array_equal(select.greedy_order(g32), official_greedy(x))
+
+
+def brute_forward(x):
+  """Forward selection by explicit least squares: every step refits every
+  candidate's kept set with np.linalg.lstsq and keeps the best."""
+  y = x.sum(axis=1)
+  kept, left = [], list(range(x.shape[1]))
+  while left:
+    residuals = [
+      np.sum((y - x[:, kept + [c]] @ np.linalg.lstsq(
+        x[:, kept + [c]], y, rcond=None)[0]) ** 2)
+      for c in left
+    ]  # fmt: skip
+    best = left[int(np.argmin(residuals))]
+    kept.append(best)
+    left.remove(best)
+  return np.array(kept[::-1])  # removal order: the last kept goes first
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_forward_order_equals_explicit_least_squares(seed):
+  x = _instance(seed)[:, :12]
+  if x.shape[0] <= x.shape[1]:  # full column rank for the reference
+    x = np.concatenate([x, x + 0.1], axis=0)
+  want = brute_forward(x)
+  with jax.enable_x64(True):
+    got = select.forward_order(jnp.asarray(x.T @ x))
+  np.testing.assert_array_equal(got, want)
+  # Float32, jitted, as the library runs it: same kept sets.
+  g32 = np.asarray(x.T @ x, np.float32)
+  for n in (1, x.shape[1] // 2):
+    np.testing.assert_array_equal(
+      np.sort(select.forward_order(g32)[-n:]), np.sort(want[-n:])
+    )
+
+
+def test_forward_keeps_a_duplicate_last_and_refits():
+  """Channel 3 = 2 x channel 0: once 0 is kept, 3 adds nothing, so it is
+  removed first; the paper's greedy, scoring unit scales, removes the
+  smallest channel instead and loses more after least squares."""
+  rng = np.random.default_rng(1)
+  base = rng.normal(size=(200, 3)) + rng.normal(size=(200, 1))
+  x = np.concatenate([base, 2 * base[:, :1]], axis=1)
+  gram = (x.T @ x).astype(np.float32)
+  order = np.asarray(select.forward_order(gram))
+  assert order[0] in (0, 3) and set(order[1:]) == {0, 1, 2, 3} - {order[0]}
+  keep = np.sort(order[1:])
+  w = reconstruct.ridge_scales(gram, keep)
+  assert float(reconstruct.relative_error(gram, keep, w)) < 1e-5
+  greedy_keep = np.sort(np.asarray(select.greedy_order(gram))[1:])
+  gw = reconstruct.ridge_scales(gram, greedy_keep)
+  assert float(reconstruct.relative_error(gram, greedy_keep, gw)) > 1e-3
 
 
 def test_greedy_ties_go_to_the_lowest_index():
@@ -118,7 +170,12 @@ def test_baselines():
 
 
 def test_criteria_registry_errors():
-  with pytest.raises(KeyError, match="known: thinet, random, weight_sum, apoz"):
+  known = "thinet, thinet_centred, forward, forward_centred, random, " + (
+    "weight_sum, apoz"
+  )
+  with pytest.raises(KeyError, match=f"known: {known}"):
     select.removal_order("l2", select.SelectionInputs())
   with pytest.raises(ValueError, match="needs SelectionInputs.gram"):
     select.removal_order("thinet", select.SelectionInputs())
+  with pytest.raises(ValueError, match="needs SelectionInputs.centred_gram"):
+    select.removal_order("forward_centred", select.SelectionInputs())

@@ -135,6 +135,88 @@ def test_dense_gram_equals_brute_force(pooling):
   np.testing.assert_allclose(gram_s, picked.T @ picked, rtol=2e-5, atol=1e-5)
 
 
+def _sums(rows, out_index, d):
+  """Per-output-channel sums of explicit rows: ([C, D], [D])."""
+  sums = np.stack([rows[out_index == o].sum(axis=0) for o in range(d)], 1)
+  return sums, np.bincount(out_index, minlength=d)
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (1, "VALID")])
+def test_conv_sums_equal_brute_force(stride, padding):
+  x, kernel = _data((2, 6, 5, 4), (3, 3, 4, 3), seed=4)
+  pads = ((1, 1), (1, 1)) if padding == 1 else ((0, 0), (0, 0))
+  rows = brute_conv_rows(
+    x.astype(np.float64), kernel.astype(np.float64), stride, pads
+  )
+  out_index = np.arange(len(rows)) % 3  # rows run (b, i, j, d), d fastest
+  gram, count, sums, counts = stats.conv_gram(
+    x, kernel, (stride, stride), padding, "exhaustive", sums=True
+  )
+  want, want_counts = _sums(rows, out_index, 3)
+  np.testing.assert_allclose(sums, want, rtol=2e-5, atol=1e-4)
+  np.testing.assert_allclose(counts, want_counts)
+  # Sampled: the sums of the drawn rows, binned by their drawn channel.
+  key = jax.random.key(3)
+  _, _, sums_s, counts_s = stats.conv_gram(
+    x, kernel, (stride, stride), padding, "sampled", key=key,
+    samples_per_image=7, sums=True,
+  )  # fmt: skip
+  per_image = len(rows) // 2
+  kpos, kout = jax.random.split(key)
+  pos = np.asarray(jax.random.randint(kpos, (2, 7), 0, per_image // 3))
+  out = np.asarray(jax.random.randint(kout, (2, 7), 0, 3))
+  picked = np.array(
+    [rows[b * per_image + pos[b, s] * 3 + out[b, s]]
+     for b in range(2) for s in range(7)]
+  )  # fmt: skip
+  want, want_counts = _sums(picked, out.reshape(-1), 3)
+  np.testing.assert_allclose(sums_s, want, rtol=2e-5, atol=1e-4)
+  np.testing.assert_allclose(counts_s, want_counts)
+
+
+@pytest.mark.parametrize("pooling", ["flatten", "gap"])
+def test_dense_sums_equal_brute_force(pooling):
+  rng = np.random.default_rng(5)
+  x = np.maximum(rng.normal(size=(3, 2, 2, 4)), 0).astype(np.float32)
+  rows_in = 2 * 2 * 4 if pooling == "flatten" else 4
+  kernel = rng.normal(size=(rows_in, 5)).astype(np.float32)
+  rows = np.array(
+    [np.einsum("hwc,hwc->c", x[b], kernel[:, d].reshape(2, 2, 4))
+     if pooling == "flatten" else x[b].mean(axis=(0, 1)) * kernel[:, d]
+     for b in range(3) for d in range(5)],
+    np.float64,
+  )  # fmt: skip
+  mask = jnp.array([1.0, 0.0, 1.0])  # image 1 contributes nothing
+  _, _, sums, counts = stats.dense_gram(
+    x, kernel, pooling, "exhaustive", mask=mask, sums=True
+  )
+  keep = np.repeat([True, False, True], 5)
+  want, want_counts = _sums(rows[keep], np.arange(15)[keep] % 5, 5)
+  np.testing.assert_allclose(sums, want, rtol=2e-5, atol=1e-5)
+  np.testing.assert_allclose(counts, want_counts)
+  key = jax.random.key(2)
+  _, _, sums_s, counts_s = stats.dense_gram(
+    x, kernel, pooling, "sampled", key=key, samples_per_image=4, sums=True
+  )
+  units = np.asarray(jax.random.randint(key, (3, 4), 0, 5))
+  picked = np.array(
+    [rows[b * 5 + units[b, s]] for b in range(3) for s in range(4)]
+  )
+  want, want_counts = _sums(picked, units.reshape(-1), 5)
+  np.testing.assert_allclose(sums_s, want, rtol=2e-5, atol=1e-5)
+  np.testing.assert_allclose(counts_s, want_counts)
+
+
+def test_centred_gram_is_the_scatter_within_each_output_channel():
+  rng = np.random.default_rng(6)
+  rows = rng.normal(size=(60, 4)) + rng.uniform(0, 3, 4)
+  out_index = rng.integers(0, 3, 60)
+  sums, counts = _sums(rows, out_index, 4)  # output channel 3: no samples
+  centred = rows - sums.T[out_index] / counts[out_index, None]
+  got = stats.centred_gram(rows.T @ rows, sums, counts)
+  np.testing.assert_allclose(got, centred.T @ centred, rtol=1e-10, atol=1e-10)
+
+
 def test_mask_drops_images():
   x, kernel = _data((3, 5, 5, 3), (3, 3, 3, 2))
   mask = jnp.array([1.0, 0.0, 1.0])

@@ -109,6 +109,30 @@ def test_groups_follow_the_paper():
   assert groups.get(resnet, "res3a/branch2a").consumer_stride == 1
 
 
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_mean_shift_goes_to_the_consumers_bias_or_batchnorm_mean(name):
+  """The shift is added to the consumer's output: y + shift must equal what
+  the consumer's BatchNorm (mean - shift) or bias (bias + shift) sees."""
+  spec = SPECS[name]
+  variables = random_variables(spec, SIZE)
+  old = flax.traverse_util.flatten_dict(variables, sep="/")
+  for group in groups.groups(spec):
+    if group.consumer_bn is None:
+      leaf, sign = f"params/{group.consumer}/bias", 1.0
+    else:
+      leaf, sign = f"batch_stats/{group.consumer_bn}/mean", -1.0
+    assert (group.consumer_bn is None) == (not spec.batch_norm) or (
+      group.consumer_kind != "conv"
+    )
+    shift = np.arange(old[leaf].shape[0], dtype=np.float32) + 1.0
+    keep = np.arange(group.width)
+    _, new_vars = surgery.prune(spec, variables, group, keep, shift=shift)
+    new = flax.traverse_util.flatten_dict(new_vars, sep="/")
+    np.testing.assert_allclose(new[leaf], old[leaf] + sign * shift)
+    for other in set(old) - {leaf}:
+      np.testing.assert_array_equal(old[other], new[other])
+
+
 def test_bad_input_is_a_clear_error():
   spec = SPECS["vgg_bn_fc"]
   variables = random_variables(spec, SIZE)
@@ -124,6 +148,8 @@ def test_bad_input_is_a_clear_error():
       surgery.prune(spec, variables, group, np.array(keep))
   with pytest.raises(ValueError, match="scales must have shape"):
     surgery.prune(spec, variables, group, np.array([0, 1]), np.ones(3))
+  with pytest.raises(ValueError, match=r"shift must have shape \(5,\)"):
+    surgery.prune(spec, variables, group, np.array([0, 1]), shift=np.ones(6))
   with pytest.raises(KeyError, match="no prunable group 'conv9_9'"):
     groups.get(spec, "conv9_9")
   smaller, small_vars = surgery.prune(spec, variables, group, np.array([0, 1]))

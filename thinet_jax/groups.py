@@ -47,6 +47,8 @@ class Group:
     width: C, the producer's current output width.
     spec_index: where the width lives in the spec: ("layers", i) for VGG,
       ("block_widths", block, 0 or 1) for ResNet.
+    consumer_bn: path of the consumer's BatchNorm, or None when the
+      consumer adds a bias instead (dense layers, convs without BN).
   """
 
   name: str
@@ -57,6 +59,7 @@ class Group:
   consumer_stride: int
   width: int
   spec_index: tuple
+  consumer_bn: str | None = None
 
   @property
   def param_leaves(self) -> list[str]:
@@ -89,16 +92,20 @@ def _vgg_groups(spec: ModelSpec) -> list[Group]:
   out = []
   for k, (name, pos) in enumerate(zip(convs, positions, strict=True)):
     is_last = k == len(convs) - 1
+    consumer = last if is_last else convs[k + 1]
     out.append(
       Group(
         name=name,
         producer=name,
         producer_bn=("bn" + name[4:]) if spec.batch_norm else None,
-        consumer=last if is_last else convs[k + 1],
+        consumer=consumer,
         consumer_kind=kind if is_last else "conv",
         consumer_stride=1,
         width=spec.layers[pos],
         spec_index=("layers", pos),
+        consumer_bn=(
+          "bn" + consumer[4:] if spec.batch_norm and not is_last else None
+        ),
       )
     )
   return out
@@ -129,6 +136,7 @@ def _resnet_groups(spec: ModelSpec) -> list[Group]:
           consumer_stride=consumer_stride,
           width=spec.block_widths[b][j],
           spec_index=("block_widths", b, j),
+          consumer_bn=f"{block}/bn_{consumer}" if spec.batch_norm else None,
         )
       )
   return out

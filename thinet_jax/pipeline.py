@@ -38,27 +38,35 @@ class PruneOptions:
   ridge: float = 0.0
   mode: str = "sampled"
   samples_per_image: int = 10
+  centred: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class PruneRecord:
   """What one pruning step did (JSON-ready via `dataclasses.asdict`).
 
-  relative_error: reconstruction error of the consumer's output with the
-    scales applied (`reconstruct.relative_error`), on the statistics'
-    samples; relative_error_unscaled: the same with unit scales.
+  relative_error: reconstruction error of the consumer's output as pruned
+    (scales applied, and with `centred` the mean shift folded in), relative
+    to the target's sum of squares, on the statistics' samples;
+    relative_error_unscaled: the same with unit scales and no shift;
+    relative_error_centred: the error left once every output channel's
+    mean is corrected (what survives the consumer's BatchNorm with
+    re-estimated statistics), relative to the target's centred sum of
+    squares.
   """
 
   group: str
   criterion: str
   least_squares: bool
   ridge: float
+  centred: bool
   width_before: int
   width_after: int
   kept: list[int]
   scales: list[float]
   relative_error: float
   relative_error_unscaled: float
+  relative_error_centred: float
   samples: int
   images: int
   params_before: int
@@ -84,6 +92,7 @@ def prune_group(
   max_batches: int | None = None,
   progress: bool = True,
   n_keep: int | None = None,
+  centred: bool = False,
 ) -> tuple[ModelSpec, dict[str, Any], PruneRecord]:
   """Prunes one group by a named criterion; returns the smaller model.
 
@@ -103,6 +112,10 @@ def prune_group(
     progress: show a progress bar.
     n_keep: keep exactly this many channels instead (e.g. from
       `sweep.allocate`); `keep_ratio` is then ignored.
+    centred: BatchNorm-aware reconstruction: fit the scales on the centred
+      statistics (`stats.centred_gram`) and fold the lost mean of every
+      output channel into the consumer's bias or BatchNorm mean
+      (`reconstruct.mean_shift`).
 
   Returns:
     (new spec, new variables, PruneRecord).
@@ -125,21 +138,31 @@ def prune_group(
     samples_per_image=samples_per_image, max_batches=max_batches,
     progress=progress,
   )  # fmt: skip
-  gram = np.asarray(group_stats.gram, np.float32)
   params = flax.traverse_util.flatten_dict(variables["params"], sep="/")
-  inputs = select.SelectionInputs(
-    gram=gram,
-    zero_fraction=group_stats.zero_fraction,
-    producer_kernel=params[f"{group.producer}/kernel"],
-    key=select_key,
+  inputs = select.SelectionInputs.of(
+    group_stats, params[f"{group.producer}/kernel"], select_key
   )
+  gram, centred_gram = inputs.gram, inputs.centred_gram
   order = select.removal_order(criterion, inputs)
   keep = select.keep_indices(order, n_keep)
   if least_squares:
-    scales = reconstruct.ridge_scales(gram, keep, ridge)
+    fit_gram = centred_gram if centred else gram
+    scales = reconstruct.ridge_scales(fit_gram, keep, ridge)
   else:
     scales = np.ones(n_keep, np.float32)
-  new_spec, new_variables = surgery.prune(spec, variables, group, keep, scales)
+  shift = None
+  if centred:
+    shift = reconstruct.mean_shift(
+      group_stats.sums, group_stats.output_counts, keep, scales
+    )
+  new_spec, new_variables = surgery.prune(
+    spec, variables, group, keep, scales, shift
+  )
+  error_centred = float(reconstruct.relative_error(centred_gram, keep, scales))
+  if centred:  # What is left after the shift, in units of the target's G.
+    error = error_centred * float(np.sum(centred_gram) / np.sum(gram))
+  else:
+    error = float(reconstruct.relative_error(gram, keep, scales))
   before = profile.count(spec, image_size)
   after = profile.count(new_spec, image_size)
   record = PruneRecord(
@@ -147,12 +170,14 @@ def prune_group(
     criterion=criterion,
     least_squares=least_squares,
     ridge=float(ridge),
+    centred=centred,
     width_before=group.width,
     width_after=n_keep,
     kept=[int(i) for i in np.asarray(keep)],
     scales=[float(s) for s in np.asarray(scales)],
-    relative_error=float(reconstruct.relative_error(gram, keep, scales)),
+    relative_error=error,
     relative_error_unscaled=float(reconstruct.relative_error(gram, keep)),
+    relative_error_centred=error_centred,
     samples=group_stats.count,
     images=group_stats.images,
     params_before=before["params"],

@@ -18,6 +18,12 @@ solution. The relative error of (S, w) is
 
 which lies in [0, 1] for w from `ridge_scales` (keeping w = 1 is also a
 candidate, and removing every contribution costs exactly 1).
+
+Centred (BatchNorm-aware) reconstruction: the same functions on the centred
+Gram matrix `Gc` (`stats.centred_gram`) fit the scales to the error that
+survives a constant shift per consumer output channel d, and `mean_shift`
+gives that shift, `delta_d = mean_d(yhat) - mean_d(xhat_S w)`, which
+`surgery.prune` folds into the consumer's bias or BatchNorm running mean.
 """
 
 from __future__ import annotations
@@ -99,3 +105,40 @@ def relative_error(
   if scales.shape != keep.shape:
     raise ValueError(f"scales {scales.shape} do not match keep {keep.shape}")
   return _error(gram, keep, scales)
+
+
+def mean_shift(
+  sums: jax.Array,
+  output_counts: jax.Array,
+  keep: jax.Array,
+  scales: jax.Array | None = None,
+) -> jax.Array:
+  """The constant per output channel that the pruned layer has lost.
+
+  `delta_d = sum_c (1 - w_c) S[c, d] / n_d`, with w_c the scale of kept
+  channel c and 0 for removed ones: the target's mean minus the
+  reconstruction's mean over the samples of output channel d (0 where
+  n_d = 0). Adding delta to the consumer's output (its bias, or minus its
+  BatchNorm running mean) makes the reconstruction's error mean-free.
+
+  Args:
+    sums: [C, D] per-output-channel sums of the contributions
+      (`stats.GroupStats.sums`).
+    output_counts: [D] samples per output channel.
+    keep: int [n] kept channels.
+    scales: [n] their scales, default ones.
+
+  Returns:
+    [D] shift to add to the consumer's output.
+  """
+  sums = jnp.asarray(sums)
+  keep = jnp.asarray(keep)
+  if scales is None:
+    scales = jnp.ones(keep.shape, sums.dtype)
+  scales = jnp.asarray(scales, sums.dtype)
+  if scales.shape != keep.shape:
+    raise ValueError(f"scales {scales.shape} do not match keep {keep.shape}")
+  lost = jnp.ones(sums.shape[0], sums.dtype).at[keep].add(-scales)
+  counts = jnp.asarray(output_counts, sums.dtype)
+  safe = jnp.where(counts > 0, counts, 1)
+  return jnp.where(counts > 0, lost @ sums / safe, 0)

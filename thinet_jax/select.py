@@ -14,6 +14,22 @@ With a running `G 1_T` a step costs O(C) and the order O(C^2); all candidates
 are scored at once in one jitted `lax.fori_loop`. Ties go to the lowest index,
 as in the official loop's strict `<`.
 
+The paper's greedy scores a removed set with unit scales, but the kept
+channels are rescaled by least squares afterwards. `forward_order` selects
+for the error that survives least squares instead: it grows the kept set
+one channel at a time, each time adding the channel whose addition lowers
+the least-squares residual most (refitting all scales at every step, as the
+TPAMI version's code does), from G alone: with the Schur complement
+`R = G - G_:S G_SS^-1 G_S:` and the residual correlations
+`beta = G 1 - G_:S G_SS^-1 (G 1)_S`, adding c lowers the residual by
+`beta_c^2 / R_cc`, and both update by a rank-one step, so the whole order
+costs O(C^3) in one jitted loop. Its removal order is the reverse of the
+order it keeps channels in.
+
+Criteria on the centred statistics (`stats.centred_gram`, the error that
+survives the consumer's bias or BatchNorm): `thinet_centred` (the paper's
+greedy on Gc) and `forward_centred`.
+
 Baselines (same result type): `random` (seeded permutation), `weight_sum`
 (L1 norm of each producer filter, smallest removed first; Li et al. 2017),
 `apoz` (average percentage of zeros of the producer's post-ReLU output,
@@ -97,6 +113,56 @@ def greedy_order(gram: jax.Array) -> jax.Array:
   return _greedy(gram)
 
 
+@jax.jit
+def _forward(gram: jax.Array) -> jax.Array:
+  c = gram.shape[0]
+  # Candidates whose part outside the kept span is below this are numerical
+  # copies of kept ones: they add nothing (and are kept last).
+  floor = jnp.finfo(gram.dtype).eps * c * jnp.max(jnp.abs(jnp.diagonal(gram)))
+
+  def step(i, state):
+    kept, schur, beta, order = state
+    diag = jnp.diagonal(schur)
+    usable = ~kept & (diag > floor)
+    gain = jnp.where(usable, beta**2 / jnp.where(usable, diag, 1.0), -1.0)
+    gain = jnp.where(kept, -jnp.inf, gain)
+    pick = jnp.argmax(gain)  # First maximum: ties to the lowest index.
+    column = schur[:, pick]
+    pivot = jnp.where(usable[pick], column[pick], jnp.inf)
+    return (
+      kept.at[pick].set(True),
+      schur - jnp.outer(column, column) / pivot,
+      beta - column * beta[pick] / pivot,
+      order.at[c - 1 - i].set(pick.astype(jnp.int32)),
+    )
+
+  state = (
+    jnp.zeros((c,), bool),
+    gram,
+    jnp.sum(gram, axis=1),
+    jnp.zeros((c,), jnp.int32),
+  )
+  return lax.fori_loop(0, c, step, state)[3]
+
+
+def forward_order(gram: jax.Array) -> jax.Array:
+  """Removal order of forward selection with least squares refitted at
+  every step (see the module doc).
+
+  Args:
+    gram: [C, C] symmetric Gram matrix (or centred Gram matrix).
+
+  Returns:
+    int32 [C]: the reverse of the order in which channels are kept, so
+    that, like every criterion, the last n entries are the kept set for n.
+  """
+  gram = jnp.asarray(gram)
+  _check_gram(gram)
+  if not isinstance(gram, jax.core.Tracer):
+    check_symmetric(gram)
+  return _forward(gram)
+
+
 def keep_count(channels: int, keep_ratio: float) -> int:
   """`int(C * keep_ratio)`, at least 1 (the official code's rounding)."""
   if not 0.0 < keep_ratio <= 1.0:
@@ -125,12 +191,28 @@ class SelectionInputs:
   zero_fraction: [C] APoZ of the producer's post-ReLU output.
   producer_kernel: producer kernel [kh, kw, Cin, C].
   key: PRNG key.
+  centred_gram: [C, C] the centred Gram matrix (`stats.centred_gram`).
   """
 
   gram: Any = None
   zero_fraction: Any = None
   producer_kernel: Any = None
   key: Any = None
+  centred_gram: Any = None
+
+  @classmethod
+  def of(cls, group_stats: Any, producer_kernel: Any, key: Any):
+    """The inputs from one group's `stats.GroupStats` (float32 Grams)."""
+    centred = None
+    if group_stats.sums is not None:
+      centred = np.asarray(group_stats.centred(), np.float32)
+    return cls(
+      gram=np.asarray(group_stats.gram, np.float32),
+      zero_fraction=group_stats.zero_fraction,
+      producer_kernel=producer_kernel,
+      key=key,
+      centred_gram=centred,
+    )
 
 
 def _need(inputs: SelectionInputs, field: str, criterion: str):
@@ -142,6 +224,18 @@ def _need(inputs: SelectionInputs, field: str, criterion: str):
 
 def _thinet(inputs: SelectionInputs) -> jax.Array:
   return greedy_order(_need(inputs, "gram", "thinet"))
+
+
+def _thinet_centred(inputs: SelectionInputs) -> jax.Array:
+  return greedy_order(_need(inputs, "centred_gram", "thinet_centred"))
+
+
+def _forward_criterion(inputs: SelectionInputs) -> jax.Array:
+  return forward_order(_need(inputs, "gram", "forward"))
+
+
+def _forward_centred(inputs: SelectionInputs) -> jax.Array:
+  return forward_order(_need(inputs, "centred_gram", "forward_centred"))
 
 
 def _random(inputs: SelectionInputs) -> jax.Array:
@@ -175,6 +269,9 @@ def _width(inputs: SelectionInputs) -> int:
 
 CRITERIA: dict[str, Callable[[SelectionInputs], jax.Array]] = {
   "thinet": _thinet,
+  "thinet_centred": _thinet_centred,
+  "forward": _forward_criterion,
+  "forward_centred": _forward_centred,
   "random": _random,
   "weight_sum": _weight_sum,
   "apoz": _apoz,

@@ -27,6 +27,14 @@ Dense consumers: after flatten a channel owns its whole map,
 `xhat[(b,d), c] = sum_{h,w} W[(h,w,c), d] X[b,h,w,c]`; after global average
 pooling `xhat[(b,d), c] = W[c, d] * mean_hw X[b,h,w,c]`.
 
+Beside G, `sums=True` also gives the per-output-channel sums of the
+contributions, `S[c, d] = sum over samples of output channel d of xhat_c`,
+and the sample count of each d. Post-ReLU inputs are non-negative, so
+contributions have non-zero means; the consumer's bias (or its BatchNorm's
+running mean) can absorb a constant shift per output channel d, and the
+error that survives it is the one of the centred Gram matrix
+`Gc = G - sum_d S[:, d] S[:, d]^T / n_d` (`centred_gram`).
+
 Example:
 
   >>> gram, count = stats.conv_gram(x, kernel, strides=(1, 1), padding="SAME")
@@ -91,7 +99,8 @@ def conv_gram(
   key: jax.Array | None = None,
   samples_per_image: int = 10,
   mask: jax.Array | None = None,
-) -> tuple[jax.Array, Any]:
+  sums: bool = False,
+) -> tuple:
   """Gram matrix of per-channel contributions to a conv consumer's output.
 
   Args:
@@ -105,10 +114,13 @@ def conv_gram(
     key: PRNG key (sampled mode).
     samples_per_image: samples drawn per image (sampled mode).
     mask: optional [B] 0/1 weights; masked images contribute nothing.
+    sums: also return the per-output-channel sums (see the module doc).
 
   Returns:
     (gram [C, C] float32, count): count is the number of samples, a Python
-    int, or a scalar array when `mask` is given.
+    int, or a scalar array when `mask` is given. With `sums`, also
+    sums [C, D] (sum of xhat_c over the samples of output channel d) and
+    output_counts [D] (the number of those samples).
   """
   _check_mode(mode, key)
   x, kernel = jnp.asarray(x), jnp.asarray(kernel)
@@ -141,6 +153,9 @@ def conv_gram(
     m = jnp.einsum("ucd,vkd->ucvk", wf, wf)
     gram = jnp.einsum("ucvk,ucvk->ck", a, m)
     per_image = ho * wo * d
+    # sum_n xhat[(n, d), c] = sum_u W[u, c, d] sum_n X[n, u, c].
+    channel_sums = jnp.einsum("unc,ucd->cd", views, wf)
+    output_counts = jnp.full((d,), jnp.sum(weights) * ho * wo)
   else:
     kpos, kout = jax.random.split(key)
     s = samples_per_image
@@ -160,8 +175,22 @@ def conv_gram(
     rows = rows.reshape(b * s, c)
     gram = rows.T @ rows
     per_image = s
+    channel_sums, output_counts = _sums_by_output(rows, out_channel, weights, d)
   count = b * per_image if mask is None else jnp.sum(mask) * per_image
+  if sums:
+    return gram, count, channel_sums, output_counts
   return gram, count
+
+
+def _sums_by_output(rows, out_channel, weights, d):
+  """Sampled rows [B * S, C] summed per drawn output channel: ([C, D], [D])."""
+  s = out_channel.shape[1]
+  index = out_channel.reshape(-1)
+  channel_sums = jax.ops.segment_sum(rows, index, num_segments=d).T
+  output_counts = jax.ops.segment_sum(
+    jnp.repeat(weights, s), index, num_segments=d
+  )
+  return channel_sums, output_counts
 
 
 def dense_gram(
@@ -173,7 +202,8 @@ def dense_gram(
   key: jax.Array | None = None,
   samples_per_image: int = 10,
   mask: jax.Array | None = None,
-) -> tuple[jax.Array, Any]:
+  sums: bool = False,
+) -> tuple:
   """Gram matrix of per-channel contributions to a dense consumer.
 
   Args:
@@ -181,11 +211,12 @@ def dense_gram(
     kernel: [H * W * C, D] after "flatten" (rows in NHWC order), or [C, D]
       after "gap" (global average pooling).
     pooling: "flatten" or "gap".
-    mode, key, samples_per_image, mask: as in `conv_gram`; a sample is one
-      (image, output unit) pair.
+    mode, key, samples_per_image, mask, sums: as in `conv_gram`; a sample
+      is one (image, output unit) pair.
 
   Returns:
-    (gram [C, C], count), as `conv_gram`.
+    (gram [C, C], count) or, with `sums`, (gram, count, sums [C, D],
+    output_counts [D]), as `conv_gram`.
   """
   _check_mode(mode, key)
   x, kernel = jnp.asarray(x), jnp.asarray(kernel)
@@ -212,10 +243,13 @@ def dense_gram(
     if pooling == "gap":  # Closed form: (m^T m) * (W W^T), elementwise.
       mw = xs * jnp.sqrt(weights)[:, None]
       gram = (mw.T @ mw) * (kernel @ kernel.T)
+      channel_sums = jnp.sum(mw, axis=0)[:, None] * kernel
     else:
       xhat = xhat_of(xs, wr) * jnp.sqrt(weights)[:, None, None]
       gram = jnp.einsum("bdc,bdk->ck", xhat, xhat)
+      channel_sums = jnp.sum(xhat, axis=0).T
     per_image = d
+    output_counts = jnp.full((d,), jnp.sum(weights))
   else:
     s = samples_per_image
     out_channel = jax.random.randint(key, (b, s), 0, d)
@@ -224,8 +258,41 @@ def dense_gram(
     rows = (rows * jnp.sqrt(weights)[:, None, None]).reshape(b * s, c)
     gram = rows.T @ rows
     per_image = s
+    channel_sums, output_counts = _sums_by_output(rows, out_channel, weights, d)
   count = b * per_image if mask is None else jnp.sum(mask) * per_image
+  if sums:
+    return gram, count, channel_sums, output_counts
   return gram, count
+
+
+def centred_gram(
+  gram: jax.Array, sums: jax.Array, output_counts: jax.Array
+) -> jax.Array:
+  """The Gram matrix of the contributions centred per output channel.
+
+  `Gc = G - sum_d S[:, d] S[:, d]^T / n_d` (output channels without samples
+  are skipped): the scatter of the contributions around their mean in each
+  output channel d. A reconstruction's error in Gc is the error left after
+  the consumer's bias (or BatchNorm mean) absorbs the best constant shift
+  per output channel (`reconstruct.mean_shift`); every function of G in
+  `select` and `reconstruct` takes Gc in its place.
+
+  The subtraction cancels most of G when the means dominate (post-ReLU
+  inputs): NumPy arrays are computed in float64 on the host, JAX arrays
+  (e.g. under `jit`) in their own precision.
+
+  Args:
+    gram: [C, C] from `conv_gram` / `dense_gram` / `collect`.
+    sums: [C, D] per-output-channel sums of the same samples.
+    output_counts: [D] samples per output channel.
+  """
+  arrays = (gram, sums, output_counts)
+  xp = jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+  if xp is np:
+    gram, sums, output_counts = (np.asarray(a, np.float64) for a in arrays)
+  safe = xp.where(output_counts > 0, output_counts, 1)
+  inverse = xp.where(output_counts > 0, 1.0 / safe, 0.0)
+  return gram - (sums * inverse) @ sums.T
 
 
 class GroupStats(NamedTuple):
@@ -236,12 +303,20 @@ class GroupStats(NamedTuple):
   zero_fraction: [C] fraction of zeros of the producer's post-ReLU output
     per channel (APoZ, Hu et al. 2016), over every image and position.
   images: number of images seen.
+  sums: [C, D] sum of xhat_c over the samples of consumer output channel d.
+  output_counts: [D] number of samples of output channel d.
   """
 
   gram: np.ndarray
   count: int
   zero_fraction: np.ndarray
   images: int
+  sums: np.ndarray | None = None
+  output_counts: np.ndarray | None = None
+
+  def centred(self) -> np.ndarray:
+    """`centred_gram` of these statistics (float64)."""
+    return centred_gram(self.gram, self.sums, self.output_counts)
 
 
 def group_gram(
@@ -252,11 +327,13 @@ def group_gram(
   key: jax.Array | None,
   samples_per_image: int,
   mask: jax.Array | None = None,
-) -> tuple[jax.Array, Any]:
+  sums: bool = False,
+) -> tuple:
   """`conv_gram` or `dense_gram` for a group's consumer (traceable)."""
   common = dict(
-    mode=mode, key=key, samples_per_image=samples_per_image, mask=mask
-  )
+    mode=mode, key=key, samples_per_image=samples_per_image, mask=mask,
+    sums=sums,
+  )  # fmt: skip
   if group.consumer_kind == "conv":
     k = consumer_kernel.shape[0]
     s = group.consumer_stride
@@ -317,14 +394,16 @@ def collect(
     x = x[group.consumer]
     y = models.producer_outputs(spec, variables, images, [group.producer])
     y = y[group.producer]
-    gram, count = group_gram(
-      group, x, kernel, mode, key, samples_per_image, mask
+    moments = group_gram(
+      group, x, kernel, mode, key, samples_per_image, mask, sums=True
     )
     zeros = jnp.einsum("bhwc,b->c", (y == 0).astype(jnp.float32), mask)
     finite = (jnp.all(jnp.isfinite(y)), jnp.all(jnp.isfinite(x)))
-    return gram, count, zeros, y.shape[1] * y.shape[2], jnp.sum(mask), finite
+    return moments, zeros, y.shape[1] * y.shape[2], jnp.sum(mask), finite
 
   gram = np.zeros((group.width, group.width))
+  d = kernel.shape[-1]
+  sums, output_counts = np.zeros((group.width, d)), np.zeros((d,))
   zeros = np.zeros((group.width,))
   count = images = positions = 0
   it = enumerate(batches)
@@ -342,7 +421,7 @@ def collect(
     # gets the same statistics.
     global_batch = sharding.shard_batch({"image": image, "mask": mask}, mesh)
     batch_key = None if key is None else jax.random.fold_in(key, i)
-    g, n, z, hw, n_images, (producer_ok, consumer_ok) = batch_stats(
+    (g, n, s, n_d), z, hw, n_images, (producer_ok, consumer_ok) = batch_stats(
       variables, global_batch["image"], global_batch["mask"], batch_key
     )
     if not bool(producer_ok) or not bool(consumer_ok):
@@ -357,13 +436,15 @@ def collect(
         "checkpoint (a diverged fine-tune?) and the data pipeline"
       )
     gram += np.asarray(g, np.float64)
+    sums += np.asarray(s, np.float64)
+    output_counts += np.asarray(n_d, np.float64)
     zeros += np.asarray(z, np.float64)
     count += int(round(float(n)))
     images += int(round(float(n_images)))
     positions += int(round(float(n_images))) * int(hw)
   if images == 0:
     raise ValueError(f"no images to collect statistics for {group.name}")
-  return GroupStats(gram, count, zeros / positions, images)
+  return GroupStats(gram, count, zeros / positions, images, sums, output_counts)
 
 
 def collect_groups(

@@ -9,7 +9,10 @@ by the least-squares `scales`. The returned spec has the new width, so
 
 Removing nothing with unit scales is the identity; removing a channel whose
 contribution is exactly a combination of the kept ones, with the
-least-squares scales, changes no output. Both are tests.
+least-squares scales, changes no output. Both are tests. An optional
+`shift` (`reconstruct.mean_shift`, centred reconstruction) is added to the
+consumer's output: to its bias, or subtracted from its BatchNorm running
+mean.
 
 Example:
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -49,6 +53,7 @@ def prune(
   group: Group,
   keep: Any,
   scales: Any | None = None,
+  shift: Any | None = None,
 ) -> tuple[ModelSpec, dict[str, Any]]:
   """Removes a group's channels outside `keep`; folds `scales` into the
   consumer.
@@ -60,6 +65,8 @@ def prune(
     keep: sorted unique int [n] channels to keep.
     scales: [n] multipliers of the kept channels' consumer weights (least
       squares), default ones.
+    shift: [D] added to the consumer's pre-activation output (centred
+      reconstruction), default none.
 
   Returns:
     (spec with the group at width n, variables of the new shapes). The input
@@ -102,5 +109,24 @@ def prune(
     out[consumer] = (jnp.take(rows, keep, axis=1) * s[None, :, None]).reshape(
       -1, d
     )
+  if shift is not None:
+    _fold_shift(out, group, jnp.asarray(shift))
   new_spec = groups_lib.with_width(spec, group, n)
   return new_spec, flax.traverse_util.unflatten_dict(out, sep="/")
+
+
+def _fold_shift(flat: dict[str, Any], group: Group, shift: jax.Array) -> None:
+  """Adds `shift` to the consumer's output: to its bias, or (BatchNorm
+  normalises y - mean) subtracted from its running mean."""
+  if group.consumer_bn is not None:
+    leaf, sign = f"batch_stats/{group.consumer_bn}/mean", -1.0
+  else:
+    leaf, sign = f"params/{group.consumer}/bias", 1.0
+  if leaf not in flat:
+    raise KeyError(f"cannot fold a mean shift: variables lack {leaf}")
+  if shift.shape != flat[leaf].shape:
+    raise ValueError(
+      f"shift must have shape {flat[leaf].shape} (the consumer's outputs), "
+      f"got {shift.shape}"
+    )
+  flat[leaf] = flat[leaf] + sign * shift.astype(flat[leaf].dtype)

@@ -257,13 +257,10 @@ def plan(
         f"statistics of {name} are [{st.gram.shape[0]}, ...] but the group "
         f"has {group.width} channels: collect them on this model"
       )
-    gram = np.asarray(st.gram, np.float32)
-    inputs = select.SelectionInputs(
-      gram=gram,
-      zero_fraction=st.zero_fraction,
-      producer_kernel=params[f"{group.producer}/kernel"],
-      key=jax.random.fold_in(key, g),
+    inputs = select.SelectionInputs.of(
+      st, params[f"{group.producer}/kernel"], jax.random.fold_in(key, g)
     )
+    gram = inputs.gram
     order = select.removal_order(criterion, inputs)
     mask = keep_masks(order, counts[:, g])
     orders[name] = np.asarray(order)

@@ -82,7 +82,7 @@ def main(argv):
     image_size=config.image_size, seed=config.seed,
     options=pipeline.PruneOptions(
       config.criterion, config.least_squares, config.ridge,
-      config.stats_mode, config.samples_per_image,
+      config.stats_mode, config.samples_per_image, config.centred,
     ),
   )  # fmt: skip
   before_final = evaluate(spec, variables)
