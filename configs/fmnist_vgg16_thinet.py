@@ -31,6 +31,13 @@ def get_config(arg: str | None = None):
   # BatchNorm-aware: fit on centred statistics, fold the lost mean into the
   # consumer's bias / BatchNorm mean (pipeline.prune_group(centred=...)).
   config.centred = False
+  # Re-estimate BatchNorm statistics after each surgery on this many of the
+  # statistics batches (0 = off).
+  config.bn_batches = 0
+  # Knowledge distillation from the unpruned model in every fine-tune:
+  # loss = (1 - w) CE + w T^2 KL (w = distill_weight; 0 = off).
+  config.distill_weight = 0.0
+  config.distill_temperature = 4.0
   config.stats_mode = "sampled"  # "sampled" (paper) or "exhaustive".
   config.images_per_class = 100  # Statistics images per class (paper: 10).
   config.samples_per_image = 10  # (position, channel) samples per image.

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from thinet_jax import groups, models, pipeline, profile, select, stats
+from thinet_jax import groups, models, pipeline, profile, select, stats, train
 from thinet_jax.spec import ModelSpec
 
 from conftest import SPECS, random_variables
@@ -182,3 +182,27 @@ def test_centred_reconstruction_restores_a_constant_channel(name):
   spec3, vars3, plain = prune(centred=False)
   assert plain.kept == record.kept and plain.relative_error > 1e-3
   assert not np.allclose(_logits(spec3, vars3, images), before, atol=1e-3)
+
+
+def test_batch_norm_reestimation_after_surgery():
+  spec = SPECS["vgg_bn_fc"]
+  variables = random_variables(spec, SIZE)
+  batches = _batches(3)
+
+  def prune(bn_batches, data=batches):
+    return pipeline.prune_group(
+      spec, variables, "conv1_1", data, keep_ratio=0.5, image_size=SIZE,
+      key=jax.random.key(0), progress=False, bn_batches=bn_batches,
+    )  # fmt: skip
+
+  spec2, plain, record = prune(0)
+  assert record.bn_batches == 0
+  _, fresh, record = prune(2)
+  assert record.bn_batches == 2
+  want = train.reestimate_batch_norm(spec2, plain, batches, 2)
+  jax.tree.map(np.testing.assert_allclose, fresh, want)
+  assert not np.allclose(
+    fresh["batch_stats"]["bn2_1"]["mean"], plain["batch_stats"]["bn2_1"]["mean"]
+  )
+  with pytest.raises(ValueError, match="not an iterator"):
+    prune(1, iter(batches))

@@ -17,7 +17,8 @@ from configs import default
 from thinet_jax import export, models, pipeline, train
 from thinet_jax.spec import ModelSpec
 
-from conftest import random_variables
+import reference
+from conftest import SPECS, random_variables
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SPEC = ModelSpec(
@@ -55,6 +56,76 @@ def test_train_steps_lower_the_loss_and_do_not_recompile():
   assert losses[-1] < 0.7 * losses[0], losses
   assert step._cache_size() == 1
   assert int(state.step) == 15
+
+
+def test_distillation_loss_is_tempered_kl():
+  rng = np.random.default_rng(0)
+  s, t = rng.normal(size=(2, 5, 7)) * 3
+  temperature = 2.5
+
+  def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+  p, q = softmax(t / temperature), softmax(s / temperature)
+  want = temperature**2 * np.mean(np.sum(p * np.log(p / q), axis=1))
+  got = train.distillation_loss(jnp.asarray(s), jnp.asarray(t), temperature)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  assert abs(float(train.distillation_loss(s, s, temperature))) < 1e-6
+
+
+def test_distillation_pulls_the_student_to_its_teacher():
+  """weight 1: the loss is the KL alone, 0 when the teacher is the
+  student; from another start, a few sharded steps bring the student's
+  logits closer to the teacher's. weight 0: exactly the plain step."""
+  config = _config(
+    learning_rate=0.05, warmup_epochs=0.0, schedule="constant",
+    weight_decay=0.0,
+  )  # fmt: skip
+  tx = train.optimizer(config, steps_per_epoch=10)
+  mesh = train.data_mesh()
+  # No BatchNorm, no dropout: the student's training forward is then the
+  # same function as the teacher's inference forward.
+  spec = SPEC.replace(dropout=0.0, batch_norm=False)
+  student = random_variables(spec, 8, seed=1)
+  batch = _batch()
+  itself = train.Teacher(spec, student, temperature=2.0, weight=1.0)
+  step = train.sharded_train_step(spec, tx, mesh, teacher=itself)
+  state = train.create_state(student, tx)
+  _, metrics = step(state, train.shard_batch(batch, mesh))
+  assert abs(float(metrics["loss"])) < 1e-5
+
+  teacher_vars = random_variables(spec, 8, seed=2)
+  teacher = train.Teacher(spec, teacher_vars, temperature=2.0, weight=1.0)
+  model = models.build(spec)
+
+  def gap(variables):
+    return float(
+      train.distillation_loss(
+        model.apply(variables, batch["image"]),
+        model.apply(teacher_vars, batch["image"]), 2.0,
+      )
+    )  # fmt: skip
+
+  step = train.sharded_train_step(spec, tx, mesh, teacher=teacher)
+  state = train.create_state(student, tx)
+  for _ in range(20):
+    state, _ = step(state, train.shard_batch(batch, mesh))
+  assert gap(train.variables_of(state)) < 0.6 * gap(student)
+
+  off = train.Teacher(spec, teacher_vars, weight=0.0)
+  plain = jax.jit(train.make_train_step(spec, tx))
+  with_off = jax.jit(train.make_train_step(spec, tx, teacher=off))
+  state = train.create_state(student, tx)
+  a, ma = plain(state, batch)
+  b, mb = with_off(state, batch, teacher_vars)
+  np.testing.assert_allclose(ma["loss"], mb["loss"], rtol=1e-6)
+  jax.tree.map(
+    lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
+    a.params, b.params,
+  )  # fmt: skip
+  with pytest.raises(ValueError, match="weight must be in"):
+    train.Teacher(spec, teacher_vars, weight=1.5)
 
 
 def test_weight_decay_only_on_kernels():
@@ -100,6 +171,40 @@ def test_evaluate_counts_masked_examples_once():
     [batch["label"][i] in np.argsort(-logits[i])[:5] for i in range(10)]
   )
   assert result["top5"] == pytest.approx(top5)
+
+
+@pytest.mark.parametrize("name", ["vgg_bn_fc", "resnet_caffe"])
+def test_batch_norm_reestimation(name):
+  """Re-estimated on one batch, eval mode reproduces train mode on that
+  batch (every BatchNorm now holds that batch's moments); on two batches
+  the first BatchNorm holds the population moments of its input (NumPy)."""
+  spec = SPECS[name]
+  variables = random_variables(spec, 8)
+  rng = np.random.default_rng(0)
+  images = [rng.normal(size=(4, 8, 8, 2)).astype(np.float32) for _ in range(2)]
+  model = models.build(spec)
+  one = train.reestimate_batch_norm(spec, variables, [{"image": images[0]}])
+  assert one["params"] is variables["params"]
+  want, _ = model.apply(
+    variables, images[0], train=True, mutable=["batch_stats"]
+  )
+  np.testing.assert_allclose(
+    model.apply(one, images[0]), want, rtol=1e-4, atol=1e-4
+  )
+  padded = {"image": images[1], "mask": np.array([1, 1, 0, 0], np.float32)}
+  two = train.reestimate_batch_norm(
+    spec, variables, [{"image": images[0]}, padded, {"image": images[1]}]
+  )  # the padded batch is skipped
+  conv, first = (
+    ("conv1_1", "bn1_1") if spec.family == "vgg" else ("conv1", "bn_conv1")
+  )
+  kernel = np.asarray(variables["params"][conv]["kernel"])
+  y = reference.conv(np.concatenate(images).astype(np.float64), kernel)
+  stats = two["batch_stats"][first]
+  np.testing.assert_allclose(stats["mean"], y.mean(axis=(0, 1, 2)), rtol=1e-4)
+  np.testing.assert_allclose(stats["var"], y.var(axis=(0, 1, 2)), rtol=1e-4)
+  with pytest.raises(ValueError, match="no unpadded batch"):
+    train.reestimate_batch_norm(spec, variables, [padded])
 
 
 def test_model_directory_restores_in_a_fresh_process(tmp_path):
@@ -206,9 +311,15 @@ def _prune_cmd(workdir, model, *extra):
 
 
 def test_prune_runlocal_end_to_end(tmp_path, small_model):
+  # With every addition to the paper's step: centred statistics for
+  # selection and fit, BatchNorm re-estimation, distillation.
+  extra = (
+    "--config.criterion=forward_centred", "--config.centred=True",
+    "--config.bn_batches=1", "--config.distill_weight=0.5",
+  )  # fmt: skip
   result = subprocess.run(
-    _prune_cmd(tmp_path, small_model), capture_output=True, text=True,
-    cwd=ROOT, timeout=900,
+    _prune_cmd(tmp_path, small_model, *extra), capture_output=True,
+    text=True, cwd=ROOT, timeout=900,
   )  # fmt: skip
   assert result.returncode == 0, result.stderr[-3000:]
   for name in ("report.json", "report.md", "accuracy.png", "widths.png"):
@@ -229,8 +340,9 @@ def test_prune_runlocal_end_to_end(tmp_path, small_model):
   )  # fmt: skip
   assert table.returncode == 0, table.stderr[-3000:]
   rows = json.loads((tmp_path / "criteria.json").read_text())
-  assert rows[0]["criterion"] == "thinet"
+  assert rows[0]["criterion"] == "forward_centred"
   assert rows[0]["accuracy"] == report["pruned"]["accuracy"]
+  assert all(s["centred"] and s["bn_batches"] == 1 for s in report["steps"])
 
 
 def test_prune_errors(tmp_path, small_model):

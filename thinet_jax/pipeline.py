@@ -39,6 +39,7 @@ class PruneOptions:
   mode: str = "sampled"
   samples_per_image: int = 10
   centred: bool = False
+  bn_batches: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,8 @@ class PruneRecord:
     mean is corrected (what survives the consumer's BatchNorm with
     re-estimated statistics), relative to the target's centred sum of
     squares.
+  bn_batches: batches the BatchNorm statistics were re-estimated on after
+    surgery (0: not re-estimated).
   """
 
   group: str
@@ -67,6 +70,7 @@ class PruneRecord:
   relative_error: float
   relative_error_unscaled: float
   relative_error_centred: float
+  bn_batches: int
   samples: int
   images: int
   params_before: int
@@ -93,6 +97,7 @@ def prune_group(
   progress: bool = True,
   n_keep: int | None = None,
   centred: bool = False,
+  bn_batches: int = 0,
 ) -> tuple[ModelSpec, dict[str, Any], PruneRecord]:
   """Prunes one group by a named criterion; returns the smaller model.
 
@@ -116,6 +121,9 @@ def prune_group(
       statistics (`stats.centred_gram`) and fold the lost mean of every
       output channel into the consumer's bias or BatchNorm mean
       (`reconstruct.mean_shift`).
+    bn_batches: after surgery, re-estimate every BatchNorm's statistics
+      on up to this many of `batches` (`train.reestimate_batch_norm`);
+      `batches` must then be re-iterable (a list or a dataset).
 
   Returns:
     (new spec, new variables, PruneRecord).
@@ -130,6 +138,13 @@ def prune_group(
   elif not 1 <= n_keep <= group.width:
     raise ValueError(
       f"n_keep must be in [1, {group.width}] for {group_name}, got {n_keep}"
+    )
+  if bn_batches < 0:
+    raise ValueError(f"bn_batches must be >= 0, got {bn_batches}")
+  if bn_batches and iter(batches) is batches:
+    raise ValueError(
+      "bn_batches > 0 reads the batches a second time: pass a list or a "
+      "dataset, not an iterator"
     )
   key = jax.random.key(0) if key is None else key
   stats_key, select_key = jax.random.split(key)
@@ -158,6 +173,12 @@ def prune_group(
   new_spec, new_variables = surgery.prune(
     spec, variables, group, keep, scales, shift
   )
+  if bn_batches:
+    from thinet_jax import train  # Optax and Orbax only when needed.
+
+    new_variables = train.reestimate_batch_norm(
+      new_spec, new_variables, batches, bn_batches, progress=progress
+    )
   error_centred = float(reconstruct.relative_error(centred_gram, keep, scales))
   if centred:  # What is left after the shift, in units of the target's G.
     error = error_centred * float(np.sum(centred_gram) / np.sum(gram))
@@ -178,6 +199,7 @@ def prune_group(
     relative_error=error,
     relative_error_unscaled=float(reconstruct.relative_error(gram, keep)),
     relative_error_centred=error_centred,
+    bn_batches=bn_batches if "batch_stats" in new_variables else 0,
     samples=group_stats.count,
     images=group_stats.images,
     params_before=before["params"],

@@ -11,6 +11,11 @@ A run checkpoints (Orbax `CheckpointManager`) the state, the ModelSpec as
 JSON and the input iterator's position, so `fit` started again on the same
 workdir continues where it stopped and ends with the same result.
 
+Knowledge distillation (`Teacher`): a fixed model's logits, computed in the
+same jitted step, soften the targets: loss = (1 - weight) * cross-entropy
++ weight * T^2 * KL(softmax(teacher / T) || softmax(student / T)) (Hinton
+et al. 2015). A pruned network distils from the network it was pruned from.
+
 Example:
 
   >>> variables, history = train.fit(
@@ -20,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -48,6 +54,46 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Teacher:
+  """A fixed model to distil from during `fit`.
+
+  Attributes:
+    spec, variables: the teacher (e.g. the unpruned model); evaluated in
+      inference mode, never updated.
+    temperature: T, softening both distributions.
+    weight: the distillation term's share of the loss, in [0, 1].
+  """
+
+  spec: ModelSpec
+  variables: dict[str, Any]
+  temperature: float = 4.0
+  weight: float = 0.5
+
+  def __post_init__(self):
+    if not 0.0 <= self.weight <= 1.0:
+      raise ValueError(
+        f"distillation weight must be in [0, 1], got {self.weight}"
+      )
+    if not self.temperature > 0:
+      raise ValueError(
+        f"distillation temperature must be > 0, got {self.temperature}"
+      )
+
+
+def distillation_loss(
+  student_logits: jax.Array, teacher_logits: jax.Array, temperature: float
+) -> jax.Array:
+  """Mean over the batch of T^2 KL(softmax(t / T) || softmax(s / T))."""
+  t = teacher_logits / temperature
+  log_p_teacher = jax.nn.log_softmax(t)
+  log_p_student = jax.nn.log_softmax(student_logits / temperature)
+  kl = jnp.sum(
+    jnp.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1
+  )
+  return temperature**2 * jnp.mean(kl)
 
 
 def schedule(config: ml_collections.ConfigDict, steps_per_epoch: int):
@@ -130,18 +176,33 @@ def _correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 
 def make_train_step(
-  spec: ModelSpec, tx: optax.GradientTransformation, seed: int = 0
-) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict]]:
+  spec: ModelSpec,
+  tx: optax.GradientTransformation,
+  seed: int = 0,
+  teacher: Teacher | None = None,
+) -> Callable[..., tuple[TrainState, dict]]:
   """A pure step: cross-entropy, BN statistics update, dropout keyed by step.
 
+  Args:
+    spec, tx, seed: the model, the optimizer, the dropout seed.
+    teacher: distil from this model (its variables are the step's third
+      argument, so they are not baked into the compiled step).
+
   Returns:
-    step(state, batch) -> (state, {"loss", "accuracy"}).
+    step(state, batch[, teacher_variables]) -> (state, {"loss",
+    "accuracy"}); "loss" is the minimised loss (with distillation, the
+    mixture).
   """
   model = models.build(spec)
   base_key = jax.random.key(seed)
+  teacher_model = None if teacher is None else models.build(teacher.spec)
 
-  def step(state: TrainState, batch: dict[str, jax.Array]):
+  def step(state: TrainState, batch: dict[str, jax.Array], teacher_vars=None):
     dropout_key = jax.random.fold_in(base_key, state.step)
+    if teacher_model is not None:
+      teacher_logits = jax.lax.stop_gradient(
+        teacher_model.apply(teacher_vars, batch["image"])
+      )
 
     def loss_fn(params):
       variables = {"params": params}
@@ -157,6 +218,9 @@ def make_train_step(
       loss = optax.softmax_cross_entropy_with_integer_labels(
         logits, batch["label"]
       ).mean()
+      if teacher_model is not None:
+        distill = distillation_loss(logits, teacher_logits, teacher.temperature)
+        loss = (1.0 - teacher.weight) * loss + teacher.weight * distill
       return loss, (logits, new_state)
 
     (loss, (logits, new_state)), grads = jax.value_and_grad(
@@ -176,19 +240,33 @@ def make_train_step(
 
 
 def sharded_train_step(
-  spec: ModelSpec, tx: optax.GradientTransformation, mesh, seed: int = 0
+  spec: ModelSpec,
+  tx: optax.GradientTransformation,
+  mesh,
+  seed: int = 0,
+  teacher: Teacher | None = None,
 ):
   """`make_train_step` jitted for a data-parallel mesh: state replicated
   (and donated), batch split over "data"; XLA all-reduces the gradients
   and the BatchNorm batch statistics, so the step equals one device's on
-  the whole batch."""
+  the whole batch. Returns step(state, batch); a teacher's variables are
+  replicated once and passed to every call."""
   replicated = sharding.replicated(mesh)
-  return jax.jit(
-    make_train_step(spec, tx, seed),
-    in_shardings=(replicated, sharding.batch_sharded(mesh)),
+  if teacher is None:
+    return jax.jit(
+      make_train_step(spec, tx, seed),
+      in_shardings=(replicated, sharding.batch_sharded(mesh)),
+      out_shardings=(replicated, replicated),
+      donate_argnums=0,
+    )
+  jitted = jax.jit(
+    make_train_step(spec, tx, seed, teacher),
+    in_shardings=(replicated, sharding.batch_sharded(mesh), replicated),
     out_shardings=(replicated, replicated),
     donate_argnums=0,
   )
+  teacher_vars = sharding.replicate(teacher.variables, mesh)
+  return lambda state, batch: jitted(state, batch, teacher_vars)
 
 
 def make_eval_step(spec: ModelSpec):
@@ -250,6 +328,100 @@ def evaluate(
   if spec.num_classes > 5:
     out["top5"] = totals["top5"] / n
   return out
+
+
+def reestimate_batch_norm(
+  spec: ModelSpec,
+  variables: dict[str, Any],
+  batches: Iterable[dict[str, np.ndarray]],
+  max_batches: int | None = None,
+  mesh=None,
+  progress: bool = False,
+) -> dict[str, Any]:
+  """Every BatchNorm's running mean and variance, recomputed on `batches`.
+
+  After surgery the running statistics of the layers downstream of a pruned
+  group describe the unpruned network. This replaces them with the
+  statistics of the current model on `batches` (no labels needed): for each
+  BatchNorm, the mean of its per-batch means, and the mean of its per-batch
+  variances plus the variance of the per-batch means (the population
+  variance over equal batches). Each batch's moments come from one
+  train-mode forward pass (BatchNorm normalising by batch statistics, as in
+  training and in PyTorch's BN recalibration), read off the running
+  averages updated from zero. Batches holding padding (a "mask" with
+  zeros) are skipped: a train-mode BatchNorm cannot leave padding out.
+
+  Args:
+    spec, variables: the model; returned unchanged without BatchNorm.
+    batches: dicts with "image" (and optionally "mask"), iterated once.
+    max_batches: use at most this many (unpadded) batches.
+    mesh: data mesh (default: every device); batches are split over it.
+    progress: show a progress bar.
+
+  Returns:
+    variables with new "batch_stats"; "params" are the same objects.
+
+  Raises:
+    ValueError: no unpadded batch was seen.
+  """
+  if not variables.get("batch_stats"):
+    return variables
+  mesh = mesh or data_mesh()
+  model = models.build(spec)
+  zero = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
+  rate = 1.0 - models.BN_MOMENTUM
+
+  @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
+  def moments(params, batch):
+    _, new = model.apply(
+      {"params": params, "batch_stats": zero}, batch["image"], train=True,
+      mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)},
+    )  # fmt: skip
+    mask = batch.get("mask", jnp.ones(batch["image"].shape[:1]))
+    return jax.tree.map(lambda v: v / rate, new["batch_stats"]), jnp.all(
+      mask > 0
+    )
+
+  flat = flax.traverse_util.flatten_dict(variables["batch_stats"], sep="/")
+  sums = {k: np.zeros(v.shape, np.float64) for k, v in flat.items()}
+  square_means = {
+    k: np.zeros_like(sums[k]) for k in sums if k.endswith("/mean")
+  }
+  n = 0
+  it = tqdm.tqdm(
+    batches, desc="BN statistics", unit="batch", disable=not progress
+  )
+  for batch in it:
+    if max_batches is not None and n >= max_batches:
+      break
+    batch_moments, unpadded = moments(
+      variables["params"], shard_batch(batch, mesh)
+    )
+    if not bool(unpadded):
+      continue
+    for k, v in flax.traverse_util.flatten_dict(batch_moments, sep="/").items():
+      v = np.asarray(v, np.float64)
+      sums[k] += v
+      if k in square_means:
+        square_means[k] += v**2
+    n += 1
+  if n == 0:
+    raise ValueError(
+      "no unpadded batch to re-estimate BatchNorm statistics on: give at "
+      "least one full batch (batch_size <= the number of images)"
+    )
+  new = {}
+  for k, v in flat.items():
+    mean = sums[k] / n
+    if k.endswith("/var"):
+      batch_means = k[: -len("var")] + "mean"
+      spread = square_means[batch_means] / n - (sums[batch_means] / n) ** 2
+      mean = mean + np.maximum(spread, 0.0)
+    new[k] = jnp.asarray(mean, v.dtype)
+  return {
+    **variables,
+    "batch_stats": flax.traverse_util.unflatten_dict(new, sep="/"),
+  }
 
 
 class Checkpointer:
@@ -371,6 +543,7 @@ def fit(
   seed: int = 0,
   desc: str = "train",
   progress: bool = True,
+  teacher: Teacher | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
   """Trains `variables` for `config.num_epochs` epochs; resumable.
 
@@ -391,6 +564,7 @@ def fit(
     seed: dropout seed.
     desc: progress bar label.
     progress: show a progress bar (throughput, loss, lr).
+    teacher: distil from this model (`Teacher`).
 
   Returns:
     (trained variables, history): history has one dict per evaluation.
@@ -426,7 +600,7 @@ def fit(
   else:
     state = create_state(variables, tx)
   state = jax.device_put(state, replicated)
-  train_step = sharded_train_step(spec, tx, mesh, seed)
+  train_step = sharded_train_step(spec, tx, mesh, seed, teacher)
   eval_step = jitted_eval_step(spec)
   start_step = int(state.step)
   bar = tqdm.tqdm(

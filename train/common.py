@@ -121,11 +121,13 @@ def fit(
   config=None,
   data_seed: int | None = None,
   eval_data: bool = True,
+  teacher: train.Teacher | None = None,
 ):
   """`train.fit` with the run's data and the config's schedule.
 
   data_seed: shuffling/augmentation seed (default config.seed); fine-tunes
   of a procedure each take their own, so none replays another's batches.
+  teacher: distil from this model.
   """
   config = config or run.config
   seed = run.config.seed if data_seed is None else data_seed
@@ -133,7 +135,7 @@ def fit(
     spec or run.spec, variables, train_data=run.train_data(seed),
     eval_data=run.eval_data if eval_data else None, config=config,
     steps_per_epoch=run.steps_per_epoch, image_size=run.config.image_size,
-    workdir=workdir, seed=run.config.seed, desc=desc,
+    workdir=workdir, seed=run.config.seed, desc=desc, teacher=teacher,
   )  # fmt: skip
 
 

@@ -46,6 +46,11 @@ def main(argv):
   print(f"baseline {config.model}: accuracy {baseline['accuracy']:.4f}")
 
   batches = common.stats_batches(config)
+  teacher = None
+  if config.distill_weight > 0:  # Distil from the unpruned model.
+    teacher = train.Teacher(
+      base_spec, base_vars, config.distill_temperature, config.distill_weight
+    )
 
   def finetune(spec, variables, step_dir, epochs, lr, desc, step):
     ft = config.copy_and_resolve_references()
@@ -55,7 +60,7 @@ def main(argv):
     # evaluates after each step itself.
     variables, _ = common.fit(
       run, variables, step_dir, desc, spec, ft, config.seed + 1 + step,
-      eval_data=False,
+      eval_data=False, teacher=teacher,
     )  # fmt: skip
     return variables
 
@@ -83,6 +88,7 @@ def main(argv):
     options=pipeline.PruneOptions(
       config.criterion, config.least_squares, config.ridge,
       config.stats_mode, config.samples_per_image, config.centred,
+      config.bn_batches,
     ),
   )  # fmt: skip
   before_final = evaluate(spec, variables)
@@ -93,6 +99,7 @@ def main(argv):
     "final fine-tune",
     spec,
     data_seed=config.seed + 1 + len(plans),
+    teacher=teacher,
   )
   final = history[-1] if history else evaluate(spec, variables)
   train.save_model(

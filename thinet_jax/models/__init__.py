@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from thinet_jax.models.common import (
+  BN_MOMENTUM,
   CHANNEL_SCALES,
   CONSUMER_INPUTS,
   INPUT_SUFFIX,
@@ -31,6 +32,7 @@ from thinet_jax.models.vgg import VGG
 from thinet_jax.spec import ModelSpec
 
 __all__ = [
+  "BN_MOMENTUM",
   "CHANNEL_SCALES",
   "CONSUMER_INPUTS",
   "SCALE_SUFFIX",

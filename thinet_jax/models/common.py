@@ -26,6 +26,10 @@ SCALE_SUFFIX = "_scale"
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+# Running averages: new = BN_MOMENTUM * old + (1 - BN_MOMENTUM) * batch value.
+BN_MOMENTUM = 0.9
+
+
 def conv_bn(
   module: nn.Module,
   x: jnp.ndarray,
@@ -61,7 +65,7 @@ def conv_bn(
   if batch_norm:
     x = nn.BatchNorm(
       use_running_average=not train,
-      momentum=0.9,
+      momentum=BN_MOMENTUM,
       epsilon=1e-5,
       dtype=dtype,
       name=bn_name,
