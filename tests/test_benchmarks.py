@@ -56,3 +56,15 @@ def test_devices_speed_quick(tmp_path):
   assert [r["devices"] for r in rows] == [1, 2]
   assert rows[0]["train_speedup"] == 1.0
   assert all(r["train_step_s"] > 0 and r["eval_step_s"] > 0 for r in rows)
+
+
+def test_ablation_quick(tmp_path):
+  report = _quick("ablation.py", tmp_path)
+  [run] = report["runs"]
+  assert run["row"] == "all" and "--config.centred=True" in run["command"]
+  assert len(run["epochs"]) == 2  # one eval per final fine-tune epoch
+  assert run["accuracy"] == run["epochs"][-1]
+  [row] = report["summary"]
+  assert row["accuracy"] == [run["accuracy"], 0.0]
+  assert row["flops_reduction"] > 1.0
+  assert "| all | 1 |" in (tmp_path / "out.md").read_text()

@@ -370,15 +370,17 @@ def run_procedure(
       record = dataclasses.asdict(prune_record)
       record["accuracy_pruned"] = evaluate(spec, variables)["accuracy"]
       train.save_model(pruned_dir, spec, variables, image_size, record)
+    accuracy = record["accuracy_pruned"]  # No fine-tune: nothing changed.
     if p.finetune_epochs > 0:
       variables = finetune(
         spec, variables, os.path.join(step_dir, "finetune"),
         p.finetune_epochs, p.finetune_lr, f"fine-tune {p.name}", i,
       )  # fmt: skip
+      accuracy = evaluate(spec, variables)["accuracy"]
     record = {
       **record,
       "finetune_epochs": p.finetune_epochs,
-      "accuracy_finetuned": evaluate(spec, variables)["accuracy"],
+      "accuracy_finetuned": accuracy,
     }
     train.save_model(done_dir, spec, variables, image_size, record)
     records.append(record)

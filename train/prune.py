@@ -109,6 +109,7 @@ def main(argv):
     base_spec, spec, config.image_size, baseline, records, before_final,
     final, config.to_dict(), time.time() - start, jax.devices(),
   )  # fmt: skip
+  result["final_history"] = history  # One eval per final fine-tune epoch.
   if allocation is not None:
     result["allocation"] = allocation
   if sharding.is_main_process():

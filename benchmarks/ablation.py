@@ -1,0 +1,212 @@
+"""Ablation: the plain criteria, ThiNet as published, and each addition.
+
+  python benchmarks/ablation.py --budget oneshot          # budget (i)
+  python benchmarks/ablation.py --budget procedure        # budget (ii)
+  python benchmarks/ablation.py --budget oneshot --rows thinet weight_sum \\
+      --seeds 0                                           # a subset
+  python benchmarks/ablation.py --quick --out /tmp/a.json # a minute (tests)
+
+Every (row, seed) is one `train.prune` run on the shipped `vgg16-fmnist`
+baseline in <runs>/<budget>/<row>/seed<seed>; a finished run (report.json
+present) is read, not rerun, and an interrupted one resumes, so the command
+can be stopped and started again at any time. Budgets:
+
+* `oneshot` (configs/fmnist_vgg16_oneshot.py): conv1_1 .. conv4_3 to half
+  width in one pass, no fine-tuning between groups, then exactly 2 epochs
+  (SGD momentum 0.9, weight decay 5e-4, lr 0.01 cosine to 0, batch 128).
+* `procedure` (configs/fmnist_vgg16_thinet_long.py): the paper's
+  layer-by-layer procedure with the 12-epoch final fine-tune.
+
+Rows (`ROWS`): random, weight_sum, apoz and ThiNet as published (greedy,
+uncentred least squares), then each addition on its own, then all of them.
+Columns: accuracy before fine-tuning, after each fine-tuning epoch, FLOPs
+reduction, wall time; mean and spread (sample standard deviation) over the
+seeds. Writes JSON (`--out`) and Markdown (the same path, .md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+OUT = pathlib.Path(__file__).resolve().parent / "ablation_{budget}.json"
+
+CONFIGS = {
+  "oneshot": "configs/fmnist_vgg16_oneshot.py",
+  "procedure": "configs/fmnist_vgg16_thinet_long.py",
+}
+
+# Row -> train.prune config overrides (on top of the budget's config).
+_PUBLISHED = {"criterion": "thinet", "least_squares": True}
+ROWS: dict[str, dict] = {
+  "random": {"criterion": "random"},
+  "weight_sum": {"criterion": "weight_sum"},
+  "apoz": {"criterion": "apoz"},
+  "thinet": _PUBLISHED,
+  "+centred_fit": {**_PUBLISHED, "centred": True},
+  "+centred_greedy": {**_PUBLISHED, "criterion": "thinet_centred"},
+  "+forward": {**_PUBLISHED, "criterion": "forward"},
+  "+bn_reestimate": {**_PUBLISHED, "bn_batches": 8},
+  "+distill": {**_PUBLISHED, "distill_weight": 0.5},
+  "all": {
+    "criterion": "forward_centred",
+    "centred": True,
+    "bn_batches": 8,
+    "distill_weight": 0.5,
+  },  # fmt: skip
+}
+
+
+def command(budget: str, row: str, seed: int, workdir: str, quick: bool):
+  config = CONFIGS[budget] + (":runlocal" if quick else "")
+  overrides = {**ROWS[row], "seed": seed}
+  if quick and budget == "oneshot":  # runlocal fine-tunes between groups
+    overrides |= {"finetune_epochs": 0.0, "stage_end_epochs": 0.0}
+  return [
+    sys.executable, "-m", "train.prune", f"--config={config}",
+    f"--workdir={workdir}",
+    *(f"--config.{k}={v}" for k, v in overrides.items()),
+  ]  # fmt: skip
+
+
+def run_one(budget, row, seed, runs, quick) -> dict:
+  """One (row, seed): runs train.prune unless its report exists."""
+  workdir = pathlib.Path(runs) / budget / row.lstrip("+") / f"seed{seed}"
+  report_path = workdir / "report.json"
+  cmd = command(budget, row, seed, str(workdir), quick)
+  if not report_path.exists():
+    env = dict(os.environ)
+    env.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    start = time.time()
+    result = subprocess.run(cmd, cwd=ROOT, env=env)
+    if result.returncode != 0:
+      raise SystemExit(
+        f"{row} seed {seed} failed (exit {result.returncode}); rerun the "
+        f"same command to resume it: {' '.join(cmd)}"
+      )
+    print(f"{row} seed {seed}: {time.time() - start:.0f} s", flush=True)
+  report = json.loads(report_path.read_text())
+  return {
+    "row": row, "seed": seed, "workdir": str(workdir),
+    "command": " ".join(cmd[1:]),
+    "baseline_accuracy": report["baseline"]["accuracy"],
+    "before_finetune": report["pruned"]["accuracy_before_final_finetune"],
+    "epochs": [h["accuracy"] for h in report.get("final_history", [])],
+    "accuracy": report["pruned"]["accuracy"],
+    "flops_reduction": report["flops_reduction"],
+    "wall_s": report["wall_s"],
+  }  # fmt: skip
+
+
+def _mean_spread(values: list[float]) -> tuple[float, float]:
+  spread = statistics.stdev(values) if len(values) > 1 else 0.0
+  return statistics.fmean(values), spread
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+  """Mean and spread over seeds, one entry per row, in `ROWS` order."""
+  out = []
+  for row in ROWS:
+    mine = [r for r in runs if r["row"] == row]
+    if not mine:
+      continue
+    n_epochs = min(len(r["epochs"]) for r in mine)
+    entry = {"row": row, "seeds": [r["seed"] for r in mine]}
+    entry["before_finetune"] = _mean_spread(
+      [r["before_finetune"] for r in mine]
+    )
+    entry["epochs"] = [
+      _mean_spread([r["epochs"][e] for r in mine]) for e in range(n_epochs)
+    ]
+    entry["accuracy"] = _mean_spread([r["accuracy"] for r in mine])
+    entry["flops_reduction"] = statistics.fmean(
+      r["flops_reduction"] for r in mine
+    )
+    entry["wall_min"] = statistics.fmean(r["wall_s"] for r in mine) / 60
+    out.append(entry)
+  return out
+
+
+def markdown(summary: list[dict], baseline: float) -> str:
+  def cell(ms):
+    return f"{100 * ms[0]:.2f} ± {100 * ms[1]:.2f}"
+
+  n_epochs = max((len(s["epochs"]) for s in summary), default=0)
+  head = ["row", "seeds", "before FT"]
+  head += [f"epoch {e + 1}" for e in range(n_epochs)]
+  head += ["final", "FLOPs", "wall"]
+  lines = [
+    "| " + " | ".join(head) + " |",
+    "|---|---:|" + "---:|" * (len(head) - 2),
+  ]
+  for s in summary:
+    epochs = [cell(m) for m in s["epochs"]]
+    epochs += [""] * (n_epochs - len(epochs))
+    cells = [s["row"], str(len(s["seeds"])), cell(s["before_finetune"])]
+    cells += epochs
+    cells += [
+      cell(s["accuracy"]), f"{s['flops_reduction']:.2f}x",
+      f"{s['wall_min']:.1f} min",
+    ]  # fmt: skip
+    lines.append("| " + " | ".join(cells) + " |")
+  lines.append("")
+  lines.append(
+    f"Test accuracy in % (mean ± sample standard deviation over the seeds); "
+    f"unpruned baseline {100 * baseline:.2f}%."
+  )
+  return "\n".join(lines)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--budget", choices=sorted(CONFIGS), default="oneshot")
+  parser.add_argument("--rows", nargs="+", default=list(ROWS))
+  parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+  parser.add_argument("--runs", default="runs/ablation")
+  parser.add_argument("--out", default=None)
+  parser.add_argument(
+    "--quick", action="store_true", help="runlocal config, row all, 1 seed"
+  )
+  args = parser.parse_args()
+  unknown = [r for r in args.rows if r not in ROWS]
+  if unknown:
+    raise SystemExit(f"unknown rows {unknown}; rows: {', '.join(ROWS)}")
+  if args.quick:
+    args.rows, args.seeds = ["all"], [0]
+    if args.out is None:
+      raise SystemExit("--quick needs --out (it must not replace results)")
+    args.runs = str(pathlib.Path(args.out).with_suffix("")) + "_runs"
+  from thinet_jax import report as report_lib
+
+  start = time.time()
+  runs = [
+    run_one(args.budget, row, seed, args.runs, args.quick)
+    for row in args.rows
+    for seed in args.seeds
+  ]
+  summary = summarise(runs)
+  out = pathlib.Path(args.out or str(OUT).format(budget=args.budget))
+  result = {
+    "budget": args.budget,
+    "config": CONFIGS[args.budget],
+    "command": "python benchmarks/ablation.py " + " ".join(sys.argv[1:]),
+    "machine": report_lib.machine(),
+    "wall_s": time.time() - start,
+    "runs": runs,
+    "summary": summary,
+  }
+  out.write_text(json.dumps(result, indent=2) + "\n")
+  table = markdown(summary, runs[0]["baseline_accuracy"])
+  out.with_suffix(".md").write_text(table + "\n")
+  print(table)
+
+
+if __name__ == "__main__":
+  main()
