@@ -4,6 +4,7 @@
   python benchmarks/ablation.py --budget procedure        # budget (ii)
   python benchmarks/ablation.py --budget oneshot --rows thinet weight_sum \\
       --seeds 0                                           # a subset
+  python benchmarks/ablation.py --budget oneshot --no-finetune  # minutes
   python benchmarks/ablation.py --quick --out /tmp/a.json # a minute (tests)
 
 Every (row, seed) is one `train.prune` run on the shipped `vgg16-fmnist`
@@ -22,6 +23,8 @@ uncentred least squares), then each addition on its own, then all of them.
 Columns: accuracy before fine-tuning, after each fine-tuning epoch, FLOPs
 reduction, wall time; mean and spread (sample standard deviation) over the
 seeds. Writes JSON (`--out`) and Markdown (the same path, .md).
+`--no-finetune` stops every run before its final fine-tune (accuracy right
+after pruning only; runs in <runs>/<budget>-no-finetune).
 """
 
 from __future__ import annotations
@@ -64,9 +67,14 @@ ROWS: dict[str, dict] = {
 }
 
 
-def command(budget: str, row: str, seed: int, workdir: str, quick: bool):
+def command(
+  budget: str, row: str, seed: int, workdir: str, quick: bool,
+  no_finetune: bool = False,
+):  # fmt: skip
   config = CONFIGS[budget] + (":runlocal" if quick else "")
   overrides = {**ROWS[row], "seed": seed}
+  if no_finetune:
+    overrides["num_epochs"] = 0.0
   if quick and budget == "oneshot":  # runlocal fine-tunes between groups
     overrides |= {"finetune_epochs": 0.0, "stage_end_epochs": 0.0}
   return [
@@ -76,11 +84,12 @@ def command(budget: str, row: str, seed: int, workdir: str, quick: bool):
   ]  # fmt: skip
 
 
-def run_one(budget, row, seed, runs, quick) -> dict:
+def run_one(budget, row, seed, runs, quick, no_finetune=False) -> dict:
   """One (row, seed): runs train.prune unless its report exists."""
-  workdir = pathlib.Path(runs) / budget / row.lstrip("+") / f"seed{seed}"
+  kind = budget + ("-no-finetune" if no_finetune else "")
+  workdir = pathlib.Path(runs) / kind / row.lstrip("+") / f"seed{seed}"
   report_path = workdir / "report.json"
-  cmd = command(budget, row, seed, str(workdir), quick)
+  cmd = command(budget, row, seed, str(workdir), quick, no_finetune)
   if not report_path.exists():
     env = dict(os.environ)
     env.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
@@ -172,6 +181,10 @@ def main() -> None:
   parser.add_argument("--runs", default="runs/ablation")
   parser.add_argument("--out", default=None)
   parser.add_argument(
+    "--no-finetune", action="store_true",
+    help="stop before the final fine-tune (accuracy after pruning only)",
+  )  # fmt: skip
+  parser.add_argument(
     "--quick", action="store_true", help="runlocal config, row all, 1 seed"
   )
   args = parser.parse_args()
@@ -187,12 +200,13 @@ def main() -> None:
 
   start = time.time()
   runs = [
-    run_one(args.budget, row, seed, args.runs, args.quick)
+    run_one(args.budget, row, seed, args.runs, args.quick, args.no_finetune)
     for row in args.rows
     for seed in args.seeds
   ]
   summary = summarise(runs)
-  out = pathlib.Path(args.out or str(OUT).format(budget=args.budget))
+  kind = args.budget + ("_no_finetune" if args.no_finetune else "")
+  out = pathlib.Path(args.out or str(OUT).format(budget=kind))
   result = {
     "budget": args.budget,
     "config": CONFIGS[args.budget],
