@@ -4,7 +4,8 @@ conv1_1 .. conv4_3 of the shipped VGG-16-BN/4 baseline pruned to half width
 in one pass, with no fine-tuning between groups, then exactly 2 epochs of
 fine-tuning (SGD, momentum 0.9, weight decay 5e-4, lr 0.01 cosine to 0,
 batch 128, the standard augmentation). Budget (i) of the ablation
-(benchmarks/ablation.py); about 7 minutes on 2 CPU cores:
+(benchmarks/ablation.py). The pruning pass took 5-6 minutes on 2 CPU cores
+(shared with another run); the 2 epochs come on top:
 
   XLA_FLAGS=--xla_force_host_platform_device_count=2 \\
   python -m train.prune --config configs/fmnist_vgg16_oneshot.py \\
