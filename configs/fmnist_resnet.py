@@ -1,7 +1,7 @@
 """A small bottleneck ResNet (Caffe stride placement) on Fashion-MNIST.
 
-Trains the shipped `baselines/resnet-fmnist` (15 epochs, about 40 minutes
-on 2 CPU cores):
+Trains the shipped `baselines/resnet-fmnist` (15 epochs, 92.31%; 63 minutes
+on 2 CPU cores, part of them shared with the test suite):
 
   XLA_FLAGS=--xla_force_host_platform_device_count=2 \\
   python -m train.main --config configs/fmnist_resnet.py \\
