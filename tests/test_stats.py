@@ -104,21 +104,26 @@ def test_sampled_gram_is_unbiased():
   assert np.all(np.abs(sampled.mean(axis=0) - expected) <= 5 * stderr + 1e-6)
 
 
+def brute_dense_rows(x, kernel, pooling):
+  """Every (image, output unit) sample's contribution row, image-major."""
+  rows = []
+  for b in range(x.shape[0]):
+    for d in range(kernel.shape[1]):
+      if pooling == "flatten":
+        w = kernel[:, d].reshape(x.shape[1:])  # NHWC flatten order
+        rows.append(np.einsum("hwc,hwc->c", x[b], w))
+      else:
+        rows.append(x[b].mean(axis=(0, 1)) * kernel[:, d])
+  return np.array(rows, np.float64)
+
+
 @pytest.mark.parametrize("pooling", ["flatten", "gap"])
 def test_dense_gram_equals_brute_force(pooling):
   rng = np.random.default_rng(3)
   x = np.maximum(rng.normal(size=(3, 2, 3, 4)), 0).astype(np.float32)
   rows_in = 2 * 3 * 4 if pooling == "flatten" else 4
   kernel = rng.normal(size=(rows_in, 5)).astype(np.float32)
-  rows = []
-  for b in range(3):
-    for d in range(5):
-      if pooling == "flatten":
-        w = kernel[:, d].reshape(2, 3, 4)  # NHWC flatten order
-        rows.append(np.einsum("hwc,hwc->c", x[b], w))
-      else:
-        rows.append(x[b].mean(axis=(0, 1)) * kernel[:, d])
-  rows = np.array(rows, np.float64)
+  rows = brute_dense_rows(x, kernel, pooling)
   gram, count = stats.dense_gram(x, kernel, pooling, "exhaustive")
   assert count == 15
   np.testing.assert_allclose(gram, rows.T @ rows, rtol=2e-5, atol=1e-5)
@@ -180,12 +185,7 @@ def test_dense_sums_equal_brute_force(pooling):
   x = np.maximum(rng.normal(size=(3, 2, 2, 4)), 0).astype(np.float32)
   rows_in = 2 * 2 * 4 if pooling == "flatten" else 4
   kernel = rng.normal(size=(rows_in, 5)).astype(np.float32)
-  rows = np.array(
-    [np.einsum("hwc,hwc->c", x[b], kernel[:, d].reshape(2, 2, 4))
-     if pooling == "flatten" else x[b].mean(axis=(0, 1)) * kernel[:, d]
-     for b in range(3) for d in range(5)],
-    np.float64,
-  )  # fmt: skip
+  rows = brute_dense_rows(x, kernel, pooling)
   mask = jnp.array([1.0, 0.0, 1.0])  # image 1 contributes nothing
   _, _, sums, counts = stats.dense_gram(
     x, kernel, pooling, "exhaustive", mask=mask, sums=True
