@@ -24,7 +24,9 @@ Columns: accuracy before fine-tuning, after each fine-tuning epoch, FLOPs
 reduction, wall time; mean and spread (sample standard deviation) over the
 seeds. Writes JSON (`--out`) and Markdown (the same path, .md).
 `--no-finetune` stops every run before its final fine-tune (accuracy right
-after pruning only; runs in <runs>/<budget>-no-finetune).
+after pruning only; runs in <runs>/<budget>-no-finetune); a later one-shot
+run with fine-tuning starts from that pass instead of repeating it (its
+wall time is the pass's plus the fine-tune's).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -90,6 +93,9 @@ def run_one(budget, row, seed, runs, quick, no_finetune=False) -> dict:
   workdir = pathlib.Path(runs) / kind / row.lstrip("+") / f"seed{seed}"
   report_path = workdir / "report.json"
   cmd = command(budget, row, seed, str(workdir), quick, no_finetune)
+  pass_wall = 0.0
+  if not no_finetune and budget == "oneshot":
+    pass_wall = _reuse_pass(workdir, runs, row, seed)
   if not report_path.exists():
     env = dict(os.environ)
     env.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
@@ -110,8 +116,25 @@ def run_one(budget, row, seed, runs, quick, no_finetune=False) -> dict:
     "epochs": [h["accuracy"] for h in report.get("final_history", [])],
     "accuracy": report["pruned"]["accuracy"],
     "flops_reduction": report["flops_reduction"],
-    "wall_s": report["wall_s"],
+    "wall_s": report["wall_s"] + pass_wall,
   }  # fmt: skip
+
+
+def _reuse_pass(workdir, runs, row, seed) -> float:
+  """Starts a one-shot run from the finished pruning pass of its
+  `--no-finetune` twin, if there is one: with no fine-tuning between groups
+  the pass is the same computation (same row, seed and statistics), and
+  `train.prune` resumes from the steps it finds. Returns the pass's wall
+  time (0 if nothing was reused), to add to this run's."""
+  twin = pathlib.Path(runs) / "oneshot-no-finetune" / row.lstrip("+")
+  twin = twin / f"seed{seed}"
+  if not (twin / "report.json").exists():
+    return 0.0
+  if not (workdir / "steps").exists():
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(twin / "steps", workdir / "steps.partial")
+    (workdir / "steps.partial").rename(workdir / "steps")
+  return json.loads((twin / "report.json").read_text())["wall_s"]
 
 
 def _mean_spread(values: list[float]) -> tuple[float, float]:
