@@ -61,6 +61,7 @@ ROWS: dict[str, dict] = {
   "+forward": {**_PUBLISHED, "criterion": "forward"},
   "+bn_reestimate": {**_PUBLISHED, "bn_batches": 8},
   "+distill": {**_PUBLISHED, "distill_weight": 0.5},
+  "+original_target": {**_PUBLISHED, "target": "original"},
   "all": {
     "criterion": "forward_centred",
     "centred": True,
@@ -68,6 +69,7 @@ ROWS: dict[str, dict] = {
     "distill_weight": 0.5,
   },  # fmt: skip
 }
+ROWS["all+original_target"] = {**ROWS["all"], "target": "original"}
 
 
 def command(

@@ -34,6 +34,10 @@ def get_config(arg: str | None = None):
   # Re-estimate BatchNorm statistics after each surgery on this many of the
   # statistics batches (0 = off).
   config.bn_batches = 0
+  # What each group reconstructs: "current" (the consumer's output in the
+  # model being pruned, the paper's) or "original" (the unpruned model's
+  # output on the same images, which also undoes the earlier groups' error).
+  config.target = "current"
   # Knowledge distillation from the unpruned model in every fine-tune:
   # loss = (1 - w) CE + w T^2 KL (w = distill_weight; 0 = off).
   config.distill_weight = 0.0

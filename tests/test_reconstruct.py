@@ -78,6 +78,51 @@ def test_centred_fit_is_least_squares_with_an_intercept_per_output(seed):
     )
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_another_target_is_least_squares_on_it(seed):
+  """With a target t that is not sum_c xhat_c (the unpruned model's
+  output), `GroupStats.target` gives the problem whose scales, error and
+  shift are the least squares of t: plain, and with one intercept per
+  output channel (centred)."""
+  rng = np.random.default_rng(seed)
+  x = np.abs(_samples(seed, n=400, c=10)) + rng.uniform(0, 2, 10)
+  out = rng.integers(0, 4, 400)
+  x += 0.5 * out[:, None]
+  t = x @ rng.uniform(0.5, 1.5, 10) + rng.normal(size=400) + out
+  keep = np.sort(rng.choice(10, 6, replace=False))
+  sums = np.stack([x[out == d].sum(axis=0) for d in range(4)], axis=1)
+  group_stats = stats.GroupStats(
+    gram=x.T @ x, count=400, zero_fraction=np.zeros(10), images=400,
+    sums=sums, output_counts=np.bincount(out, minlength=4), cross=x.T @ t,
+    target_norm=float(t @ t), target_sums=np.bincount(out, t, minlength=4),
+  )  # fmt: skip
+  intercepts = np.eye(4)[out]
+  for centred, design in (
+    (False, x[:, keep]),
+    (True, np.c_[x[:, keep], intercepts]),
+  ):
+    coef = np.linalg.lstsq(design, t, rcond=None)[0]
+    residual = np.sum((t - design @ coef) ** 2)
+    target = group_stats.target(centred=centred)
+    with jax.enable_x64(True):
+      w = reconstruct.ridge_scales(target.gram, keep, cross=target.cross)
+      np.testing.assert_allclose(w, coef[:6], rtol=1e-7, atol=1e-9)
+      e = reconstruct.relative_error(target.gram, keep, w, *target[1:])
+      t_c = (
+        t - np.bincount(out, t)[out] / np.bincount(out)[out] if centred else t
+      )
+      np.testing.assert_allclose(e, residual / np.sum(t_c**2), rtol=1e-7)
+      if centred:
+        shift = reconstruct.mean_shift(
+          sums, group_stats.output_counts, keep, w, group_stats.target_sums
+        )
+        np.testing.assert_allclose(shift, coef[6:], rtol=1e-7, atol=1e-9)
+  with pytest.raises(ValueError, match="both cross and norm"):
+    reconstruct.relative_error(x.T @ x, keep, cross=x.T @ t)
+  with pytest.raises(ValueError, match="does not match"):
+    reconstruct.ridge_scales(x.T @ x, keep, cross=np.ones(3))
+
+
 def test_ridge_is_the_regularised_closed_form():
   x = _samples(7)
   gram = (x.T @ x).astype(np.float32)

@@ -39,10 +39,11 @@ def test_greedy_order_float32_agrees_on_real_sized_problems():
   np.testing.assert_array_equal(select.greedy_order(g32), official_greedy(x))
 
 
-def brute_forward(x):
+def brute_forward(x, y=None):
   """Forward selection by explicit least squares: every step refits every
-  candidate's kept set with np.linalg.lstsq and keeps the best."""
-  y = x.sum(axis=1)
+  candidate's kept set with np.linalg.lstsq and keeps the best. The
+  target y defaults to the consumer's own output, x.sum(axis=1)."""
+  y = x.sum(axis=1) if y is None else y
   kept, left = [], list(range(x.shape[1]))
   while left:
     residuals = [
@@ -71,6 +72,23 @@ def test_forward_order_equals_explicit_least_squares(seed):
     np.testing.assert_array_equal(
       np.sort(select.forward_order(g32)[-n:]), np.sort(want[-n:])
     )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_forward_order_for_another_target(seed):
+  """With cross = X^T t, forward selection fits t (the unpruned model's
+  output) instead of sum_c xhat_c."""
+  x = _instance(seed)[:, :10]
+  if x.shape[0] <= x.shape[1]:
+    x = np.concatenate([x, x + 0.1], axis=0)
+  t = x @ np.random.default_rng(seed).uniform(-1, 2, x.shape[1])
+  want = brute_forward(x, t)
+  assert not np.array_equal(want, brute_forward(x))  # A different problem.
+  with jax.enable_x64(True):
+    got = select.forward_order(jnp.asarray(x.T @ x), jnp.asarray(x.T @ t))
+  np.testing.assert_array_equal(got, want)
+  with pytest.raises(ValueError, match="does not match"):
+    select.forward_order(x.T @ x, np.ones(3))
 
 
 def test_forward_keeps_a_duplicate_last_and_refits():

@@ -1,5 +1,6 @@
 """Gram statistics against brute-force NumPy loops over explicit samples."""
 
+import functools
 import math
 
 import jax
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from thinet_jax import groups, models, stats
+from thinet_jax.stats import MODES
 from thinet_jax.spec import ModelSpec
 
 import reference
@@ -207,6 +209,57 @@ def test_dense_sums_equal_brute_force(pooling):
   np.testing.assert_allclose(counts_s, want_counts)
 
 
+def _bordered(rows, target, out_index, d):
+  """Gram and sums of explicit rows with the target as one more column."""
+  aug = np.concatenate([rows, target[:, None]], axis=1)
+  return aug.T @ aug, _sums(aug, out_index, d)[0]
+
+
+@pytest.mark.parametrize(
+  "kind,mode",
+  [(k, m) for k in ("conv", "flatten", "gap") for m in MODES],
+)
+def test_a_target_is_one_more_column_of_the_gram_and_sums(kind, mode):
+  """`target` borders G and S with the target's row: sum xhat t, sum t^2
+  and its per-output-channel sums, on the same (drawn) samples."""
+  rng = np.random.default_rng(7)
+  x = np.maximum(rng.normal(size=(3, 5, 4, 4)), 0).astype(np.float32)
+  key, spi, d = jax.random.key(4), 6, 3
+  if kind == "conv":
+    kernel = rng.normal(size=(3, 3, 4, d)).astype(np.float32)
+    target = rng.normal(size=(3, 3, 2, d)).astype(np.float32)  # stride 2
+    rows = brute_conv_rows(x, kernel, 2, ((1, 1), (1, 1)))
+    fn = functools.partial(stats.conv_gram, x, kernel, (2, 2), 1, mode)
+  else:
+    rows_in = 5 * 4 * 4 if kind == "flatten" else 4
+    kernel = rng.normal(size=(rows_in, d)).astype(np.float32)
+    target = rng.normal(size=(3, d)).astype(np.float32)
+    rows = brute_dense_rows(x, kernel, kind)
+    fn = functools.partial(stats.dense_gram, x, kernel, kind, mode)
+  t = target.reshape(-1).astype(np.float64)  # (b, positions, d), d fastest
+  gram, _, sums, _ = fn(
+    key=key, samples_per_image=spi, sums=True, target=target
+  )
+  if mode == "sampled":  # The rows and targets of the drawn samples.
+    per_image = len(rows) // 3
+    if kind == "conv":
+      kpos, kout = jax.random.split(key)
+      pos = np.asarray(jax.random.randint(kpos, (3, spi), 0, per_image // d))
+      out = np.asarray(jax.random.randint(kout, (3, spi), 0, d))
+      index = np.arange(3)[:, None] * per_image + pos * d + out
+    else:
+      out = np.asarray(jax.random.randint(key, (3, spi), 0, d))
+      index = np.arange(3)[:, None] * d + out
+    rows, t, out_index = rows[index.ravel()], t[index.ravel()], out.ravel()
+  else:
+    out_index = np.arange(len(rows)) % d
+  want_gram, want_sums = _bordered(rows, t, out_index, d)
+  np.testing.assert_allclose(gram, want_gram, rtol=2e-5, atol=2e-4)
+  np.testing.assert_allclose(sums, want_sums, rtol=2e-5, atol=2e-4)
+  with pytest.raises(ValueError, match="consumer's output"):
+    fn(key=key, target=target[:1])
+
+
 def test_centred_gram_is_the_scatter_within_each_output_channel():
   rng = np.random.default_rng(6)
   rows = rng.normal(size=(60, 4)) + rng.uniform(0, 3, 4)
@@ -255,14 +308,20 @@ def _batches(n, seed=0):
 
 @pytest.mark.parametrize("name", ["conv1_1", "conv2_2"])
 def test_collect_streams_exact_statistics(name):
+  """Exhaustive statistics over 3 batches against a NumPy forward pass and
+  explicit rows; with a reference model, its consumer output on the same
+  images is the target (cross moments, norm, per-output sums)."""
   variables = random_variables(SPEC, 8)
+  other = random_variables(SPEC, 8, seed=1)  # The reference model.
   group = groups.get(SPEC, name)
   batches = _batches(3)
-  got = stats.collect(SPEC, variables, group, batches, mode="exhaustive")
-  gram = np.zeros((group.width, group.width))
-  zeros, positions, count = np.zeros(group.width), 0, 0
-  for batch in batches:
-    _, inputs, outputs = reference.vgg(SPEC, variables, batch["image"])
+  got = stats.collect(
+    SPEC, variables, group, batches, mode="exhaustive",
+    reference=(SPEC, other),
+  )  # fmt: skip
+
+  def contribution_rows(variables, image):
+    _, inputs, outputs = reference.vgg(SPEC, variables, image)
     x = inputs[group.consumer]
     if group.consumer_kind == "conv":
       kernel = np.asarray(
@@ -273,15 +332,38 @@ def test_collect_streams_exact_statistics(name):
       kernel = np.asarray(variables["params"]["fc6"]["kernel"], np.float64)
       rows = np.einsum("bhwc,hwcd->bdc", x, kernel.reshape(*x.shape[1:], -1))
       rows = rows.reshape(-1, group.width)
-    gram += rows.T @ rows
+    return rows, outputs[group.producer]
+
+  width = group.width
+  gram, sums = np.zeros((width + 1, width + 1)), 0.0
+  zeros, positions, count = np.zeros(width), 0, 0
+  for batch in batches:
+    rows, y = contribution_rows(variables, batch["image"])
+    target = contribution_rows(other, batch["image"])[0].sum(axis=1)
+    d = variables["params"][group.consumer]["kernel"].shape[-1]
+    g, s = _bordered(rows, target, np.arange(len(rows)) % d, d)
+    gram, sums = gram + g, sums + s
     count += len(rows)
-    y = outputs[group.producer]
     zeros += (y == 0).sum(axis=(0, 1, 2))
     positions += y.shape[0] * y.shape[1] * y.shape[2]
   assert got.count == count and got.images == 9
-  np.testing.assert_allclose(got.gram, gram, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    got.gram, gram[:width, :width], rtol=1e-4, atol=1e-4
+  )
+  np.testing.assert_allclose(
+    got.cross, gram[:width, width], rtol=1e-4, atol=1e-4
+  )
+  np.testing.assert_allclose(got.target_norm, gram[width, width], rtol=1e-4)
+  np.testing.assert_allclose(got.target_sums, sums[width], rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(got.zero_fraction, zeros / positions, atol=1e-6)
   assert 0 < got.zero_fraction.mean() < 1
+  # The model as its own reference: the target is its own output, sum_c xhat_c.
+  own = stats.collect(
+    SPEC, variables, group, batches, mode="exhaustive",
+    reference=(SPEC, variables),
+  )  # fmt: skip
+  np.testing.assert_allclose(own.cross, own.gram.sum(axis=1), rtol=1e-4)
+  np.testing.assert_allclose(own.target_norm, own.gram.sum(), rtol=1e-4)
 
 
 def test_collect_names_the_layer_with_nans():

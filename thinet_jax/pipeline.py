@@ -40,6 +40,10 @@ class PruneOptions:
   samples_per_image: int = 10
   centred: bool = False
   bn_batches: int = 0
+  target: str = "current"
+
+
+TARGETS = ("current", "original")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +60,8 @@ class PruneRecord:
     squares.
   bn_batches: batches the BatchNorm statistics were re-estimated on after
     surgery (0: not re-estimated).
+  target: "current" (the consumer's output in the model being pruned, the
+    paper's) or "original" (the unpruned model's; see `prune_group`).
   """
 
   group: str
@@ -71,6 +77,7 @@ class PruneRecord:
   relative_error_unscaled: float
   relative_error_centred: float
   bn_batches: int
+  target: str
   samples: int
   images: int
   params_before: int
@@ -98,6 +105,8 @@ def prune_group(
   n_keep: int | None = None,
   centred: bool = False,
   bn_batches: int = 0,
+  target: str = "current",
+  reference: tuple[ModelSpec, dict[str, Any]] | None = None,
 ) -> tuple[ModelSpec, dict[str, Any], PruneRecord]:
   """Prunes one group by a named criterion; returns the smaller model.
 
@@ -124,6 +133,13 @@ def prune_group(
     bn_batches: after surgery, re-estimate every BatchNorm's statistics
       on up to this many of `batches` (`train.reestimate_batch_norm`);
       `batches` must then be re-iterable (a list or a dataset).
+    target: what the kept channels reconstruct: "current", the consumer's
+      output in this model (the paper's), or "original", the consumer's
+      output in `reference` (the unpruned model) on the same images, so
+      that each group also undoes the error the groups pruned before it
+      left in its input (least squares and the forward criteria; the
+      paper's greedy still ranks by the current output).
+    reference: (spec, variables) of the unpruned model, for "original".
 
   Returns:
     (new spec, new variables, PruneRecord).
@@ -131,6 +147,13 @@ def prune_group(
   if criterion not in select.CRITERIA:
     raise KeyError(
       f"unknown criterion {criterion!r}; known: {', '.join(select.CRITERIA)}"
+    )
+  if target not in TARGETS:
+    raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+  if target == "original" and reference is None:
+    raise ValueError(
+      'target="original" needs reference=(spec, variables) of the unpruned '
+      "model"
     )
   group = groups.get(spec, group_name)
   if n_keep is None:
@@ -151,25 +174,29 @@ def prune_group(
   group_stats = stats.collect(
     spec, variables, group, batches, mode=mode, key=stats_key,
     samples_per_image=samples_per_image, max_batches=max_batches,
-    progress=progress,
+    progress=progress, reference=reference if target == "original" else None,
   )  # fmt: skip
   params = flax.traverse_util.flatten_dict(variables["params"], sep="/")
   inputs = select.SelectionInputs.of(
     group_stats, params[f"{group.producer}/kernel"], select_key
   )
-  gram, centred_gram = inputs.gram, inputs.centred_gram
   order = select.removal_order(criterion, inputs)
   keep = select.keep_indices(order, n_keep)
+  plain, centred_fit = group_stats.target(), group_stats.target(centred=True)
+  fit = centred_fit if centred else plain
   if least_squares:
-    fit_gram = centred_gram if centred else gram
-    scales = reconstruct.ridge_scales(fit_gram, keep, ridge)
+    scales = reconstruct.ridge_scales(
+      np.asarray(fit.gram, np.float32), keep, ridge,
+      np.asarray(fit.cross, np.float32),
+    )  # fmt: skip
   else:
     scales = np.ones(n_keep, np.float32)
   shift = None
   if centred:
     shift = reconstruct.mean_shift(
-      group_stats.sums, group_stats.output_counts, keep, scales
-    )
+      group_stats.sums, group_stats.output_counts, keep, scales,
+      group_stats.target_sums,
+    )  # fmt: skip
   new_spec, new_variables = surgery.prune(
     spec, variables, group, keep, scales, shift
   )
@@ -179,11 +206,15 @@ def prune_group(
     new_variables = train.reestimate_batch_norm(
       new_spec, new_variables, batches, bn_batches, progress=progress
     )
-  error_centred = float(reconstruct.relative_error(centred_gram, keep, scales))
-  if centred:  # What is left after the shift, in units of the target's G.
-    error = error_centred * float(np.sum(centred_gram) / np.sum(gram))
+
+  def error(t, scales=None):
+    return float(reconstruct.relative_error(t.gram, keep, scales, *t[1:]))
+
+  error_centred = error(centred_fit, scales)
+  if centred:  # What is left after the shift, relative to the target.
+    error_as_pruned = error_centred * centred_fit.norm / plain.norm
   else:
-    error = float(reconstruct.relative_error(gram, keep, scales))
+    error_as_pruned = error(plain, scales)
   before = profile.count(spec, image_size)
   after = profile.count(new_spec, image_size)
   record = PruneRecord(
@@ -196,10 +227,11 @@ def prune_group(
     width_after=n_keep,
     kept=[int(i) for i in np.asarray(keep)],
     scales=[float(s) for s in np.asarray(scales)],
-    relative_error=error,
-    relative_error_unscaled=float(reconstruct.relative_error(gram, keep)),
+    relative_error=error_as_pruned,
+    relative_error_unscaled=error(plain),
     relative_error_centred=error_centred,
     bn_batches=bn_batches if "batch_stats" in new_variables else 0,
+    target=target,
     samples=group_stats.count,
     images=group_stats.images,
     params_before=before["params"],
@@ -348,6 +380,7 @@ def run_procedure(
 
   os.makedirs(workdir, exist_ok=True)
   records = []
+  original = (spec, variables)  # The reference for target="original".
   for i, p in enumerate(plans):
     step_dir = os.path.join(
       workdir, "steps", f"{i:02d}_{p.name.replace('/', '-')}"
@@ -365,7 +398,8 @@ def run_procedure(
       spec, variables, prune_record = prune_group(
         spec, variables, p.name, stats_batches(i), keep_ratio=p.keep_ratio,
         image_size=image_size, key=jax.random.fold_in(jax.random.key(seed), i),
-        progress=progress, n_keep=p.n_keep, **dataclasses.asdict(options),
+        progress=progress, n_keep=p.n_keep, reference=original,
+        **dataclasses.asdict(options),
       )  # fmt: skip
       record = dataclasses.asdict(prune_record)
       record["accuracy_pruned"] = evaluate(spec, variables)["accuracy"]

@@ -24,6 +24,12 @@ Gram matrix `Gc` (`stats.centred_gram`) fit the scales to the error that
 survives a constant shift per consumer output channel d, and `mean_shift`
 gives that shift, `delta_d = mean_d(yhat) - mean_d(xhat_S w)`, which
 `surgery.prune` folds into the consumer's bias or BatchNorm running mean.
+
+Another target t (e.g. the unpruned model's output at the same samples,
+`stats.collect(reference=...)`): every function takes `cross = X^T t` [C]
+in place of `G 1` (and `norm = t^T t` in place of `1^T G 1`, `target_sums`
+in place of the contributions' sums); `stats.GroupStats.target` gives all
+three, centred or not.
 """
 
 from __future__ import annotations
@@ -45,10 +51,20 @@ def _check_keep(gram: jax.Array, keep: jax.Array) -> jax.Array:
   return keep
 
 
+def _cross(gram: jax.Array, cross: jax.Array | None) -> jax.Array:
+  """X^T t: the given cross moments, or G 1 (the target is sum_c xhat_c)."""
+  if cross is None:
+    return jnp.sum(gram, axis=1)
+  cross = jnp.asarray(cross, gram.dtype)
+  if cross.shape != gram.shape[:1]:
+    raise ValueError(f"cross {cross.shape} does not match gram {gram.shape}")
+  return cross
+
+
 @jax.jit
-def _ridge(gram, keep, ridge):
+def _ridge(gram, cross, keep, ridge):
   g_ss = gram[keep][:, keep]
-  rhs = jnp.sum(gram, axis=1)[keep]
+  rhs = cross[keep]
   system = g_ss + ridge * jnp.eye(keep.shape[0], dtype=gram.dtype)
   # SVD-based least squares: the exact solve when the system is regular, the
   # minimum-norm solution when it is singular (never inf or NaN).
@@ -56,7 +72,10 @@ def _ridge(gram, keep, ridge):
 
 
 def ridge_scales(
-  gram: jax.Array, keep: jax.Array, ridge: float = 0.0
+  gram: jax.Array,
+  keep: jax.Array,
+  ridge: float = 0.0,
+  cross: jax.Array | None = None,
 ) -> jax.Array:
   """Least-squares scales of the kept channels' contributions.
 
@@ -64,6 +83,7 @@ def ridge_scales(
     gram: [C, C] Gram matrix of channel contributions.
     keep: int [n] kept channel indices.
     ridge: lam >= 0 (0 is the paper's closed form).
+    cross: [C] X^T t for another target t; default G 1.
 
   Returns:
     [n] scales w: multiply consumer input channel keep[i] by w[i].
@@ -72,20 +92,23 @@ def ridge_scales(
   keep = _check_keep(gram, keep)
   if ridge < 0:
     raise ValueError(f"ridge must be >= 0, got {ridge}")
-  return _ridge(gram, keep, jnp.asarray(ridge, gram.dtype))
+  cross = _cross(gram, cross)
+  return _ridge(gram, cross, keep, jnp.asarray(ridge, gram.dtype))
 
 
 @jax.jit
-def _error(gram, keep, scales):
+def _error(gram, cross, total, keep, scales):
   g_ss = gram[keep][:, keep]
-  g1_s = jnp.sum(gram, axis=1)[keep]
-  total = jnp.sum(gram)
-  residual = total - 2.0 * scales @ g1_s + scales @ g_ss @ scales
+  residual = total - 2.0 * scales @ cross[keep] + scales @ g_ss @ scales
   return residual / total
 
 
 def relative_error(
-  gram: jax.Array, keep: jax.Array, scales: jax.Array | None = None
+  gram: jax.Array,
+  keep: jax.Array,
+  scales: jax.Array | None = None,
+  cross: jax.Array | None = None,
+  norm: float | None = None,
 ) -> jax.Array:
   """Relative reconstruction error of keeping `keep` scaled by `scales`.
 
@@ -93,6 +116,8 @@ def relative_error(
     gram: [C, C] Gram matrix.
     keep: int [n] kept channels.
     scales: [n] scales, default ones (no least squares).
+    cross, norm: X^T t and t^T t for another target t; default G 1 and
+      1^T G 1 (both or neither).
 
   Returns:
     Scalar: residual sum of squares over the target's sum of squares.
@@ -104,7 +129,10 @@ def relative_error(
   scales = jnp.asarray(scales, gram.dtype)
   if scales.shape != keep.shape:
     raise ValueError(f"scales {scales.shape} do not match keep {keep.shape}")
-  return _error(gram, keep, scales)
+  if (cross is None) != (norm is None):
+    raise ValueError("give both cross and norm (another target) or neither")
+  total = jnp.sum(gram) if norm is None else jnp.asarray(norm, gram.dtype)
+  return _error(gram, _cross(gram, cross), total, keep, scales)
 
 
 def mean_shift(
@@ -112,14 +140,16 @@ def mean_shift(
   output_counts: jax.Array,
   keep: jax.Array,
   scales: jax.Array | None = None,
+  target_sums: jax.Array | None = None,
 ) -> jax.Array:
   """The constant per output channel that the pruned layer has lost.
 
-  `delta_d = sum_c (1 - w_c) S[c, d] / n_d`, with w_c the scale of kept
-  channel c and 0 for removed ones: the target's mean minus the
-  reconstruction's mean over the samples of output channel d (0 where
-  n_d = 0). Adding delta to the consumer's output (its bias, or minus its
-  BatchNorm running mean) makes the reconstruction's error mean-free.
+  `delta_d = (T_d - sum_c w_c S[c, d]) / n_d`, with w_c the scale of kept
+  channel c and 0 for removed ones, and T_d the target's sum (default
+  `sum_c S[c, d]`): the target's mean minus the reconstruction's mean over
+  the samples of output channel d (0 where n_d = 0). Adding delta to the
+  consumer's output (its bias, or minus its BatchNorm running mean) makes
+  the reconstruction's error mean-free.
 
   Args:
     sums: [C, D] per-output-channel sums of the contributions
@@ -127,6 +157,7 @@ def mean_shift(
     output_counts: [D] samples per output channel.
     keep: int [n] kept channels.
     scales: [n] their scales, default ones.
+    target_sums: [D] sums of another target per output channel.
 
   Returns:
     [D] shift to add to the consumer's output.
@@ -138,7 +169,10 @@ def mean_shift(
   scales = jnp.asarray(scales, sums.dtype)
   if scales.shape != keep.shape:
     raise ValueError(f"scales {scales.shape} do not match keep {keep.shape}")
-  lost = jnp.ones(sums.shape[0], sums.dtype).at[keep].add(-scales)
+  kept = jnp.zeros(sums.shape[0], sums.dtype).at[keep].set(scales)
+  if target_sums is None:
+    target_sums = jnp.sum(sums, axis=0)
+  lost = jnp.asarray(target_sums, sums.dtype) - kept @ sums
   counts = jnp.asarray(output_counts, sums.dtype)
   safe = jnp.where(counts > 0, counts, 1)
-  return jnp.where(counts > 0, lost @ sums / safe, 0)
+  return jnp.where(counts > 0, lost / safe, 0)

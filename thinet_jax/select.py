@@ -114,7 +114,7 @@ def greedy_order(gram: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def _forward(gram: jax.Array) -> jax.Array:
+def _forward(gram: jax.Array, cross: jax.Array) -> jax.Array:
   c = gram.shape[0]
   # Candidates whose part outside the kept span is below this are numerical
   # copies of kept ones: they add nothing (and are kept last).
@@ -139,18 +139,20 @@ def _forward(gram: jax.Array) -> jax.Array:
   state = (
     jnp.zeros((c,), bool),
     gram,
-    jnp.sum(gram, axis=1),
+    cross,
     jnp.zeros((c,), jnp.int32),
   )
   return lax.fori_loop(0, c, step, state)[3]
 
 
-def forward_order(gram: jax.Array) -> jax.Array:
+def forward_order(gram: jax.Array, cross: jax.Array | None = None) -> jax.Array:
   """Removal order of forward selection with least squares refitted at
   every step (see the module doc).
 
   Args:
     gram: [C, C] symmetric Gram matrix (or centred Gram matrix).
+    cross: [C] X^T t for another target t (`stats.GroupStats.target`);
+      default G 1, the consumer's own output.
 
   Returns:
     int32 [C]: the reverse of the order in which channels are kept, so
@@ -160,7 +162,12 @@ def forward_order(gram: jax.Array) -> jax.Array:
   _check_gram(gram)
   if not isinstance(gram, jax.core.Tracer):
     check_symmetric(gram)
-  return _forward(gram)
+  if cross is None:
+    return _forward(gram, jnp.sum(gram, axis=1))
+  cross = jnp.asarray(cross, gram.dtype)
+  if cross.shape != gram.shape[:1]:
+    raise ValueError(f"cross {cross.shape} does not match gram {gram.shape}")
+  return _forward(gram, cross)
 
 
 def keep_count(channels: int, keep_ratio: float) -> int:
@@ -192,6 +199,9 @@ class SelectionInputs:
   producer_kernel: producer kernel [kh, kw, Cin, C].
   key: PRNG key.
   centred_gram: [C, C] the centred Gram matrix (`stats.centred_gram`).
+  cross, centred_cross: [C] X^T t (uncentred, centred) for a target t
+    other than the consumer's own output; the forward criteria select for
+    it (the paper's greedy is defined for the own output only).
   """
 
   gram: Any = None
@@ -199,19 +209,27 @@ class SelectionInputs:
   producer_kernel: Any = None
   key: Any = None
   centred_gram: Any = None
+  cross: Any = None
+  centred_cross: Any = None
 
   @classmethod
   def of(cls, group_stats: Any, producer_kernel: Any, key: Any):
     """The inputs from one group's `stats.GroupStats` (float32 Grams)."""
-    centred = None
+    centred = cross = centred_cross = None
+    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
     if group_stats.sums is not None:
-      centred = np.asarray(group_stats.centred(), np.float32)
+      centred = f32(group_stats.centred())
+    if group_stats.cross is not None:
+      cross = f32(group_stats.cross)
+      centred_cross = f32(group_stats.target(centred=True).cross)
     return cls(
-      gram=np.asarray(group_stats.gram, np.float32),
+      gram=f32(group_stats.gram),
       zero_fraction=group_stats.zero_fraction,
       producer_kernel=producer_kernel,
       key=key,
       centred_gram=centred,
+      cross=cross,
+      centred_cross=centred_cross,
     )
 
 
@@ -231,11 +249,12 @@ def _thinet_centred(inputs: SelectionInputs) -> jax.Array:
 
 
 def _forward_criterion(inputs: SelectionInputs) -> jax.Array:
-  return forward_order(_need(inputs, "gram", "forward"))
+  return forward_order(_need(inputs, "gram", "forward"), inputs.cross)
 
 
 def _forward_centred(inputs: SelectionInputs) -> jax.Array:
-  return forward_order(_need(inputs, "centred_gram", "forward_centred"))
+  gram = _need(inputs, "centred_gram", "forward_centred")
+  return forward_order(gram, inputs.centred_cross)
 
 
 def _random(inputs: SelectionInputs) -> jax.Array:

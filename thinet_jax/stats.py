@@ -35,6 +35,16 @@ running mean) can absorb a constant shift per output channel d, and the
 error that survives it is the one of the centred Gram matrix
 `Gc = G - sum_d S[:, d] S[:, d]^T / n_d` (`centred_gram`).
 
+Reconstructing a different target: by default the target of a sample is
+the current consumer's own output `sum_c xhat_c`, so everything is a
+function of G. Pruning group after group, that output already carries the
+errors of the groups pruned before; with `target` (e.g. the *unpruned*
+model's consumer output at the same samples, `collect(reference=...)`), the
+target t becomes one more column beside the contributions: the Gram matrix
+and the sums returned have one more row and column, t's, as if it were
+channel C. `GroupStats` splits them into `cross = sum xhat t` [C],
+`target_norm = sum t^2` and `target_sums` [D].
+
 Example:
 
   >>> gram, count = stats.conv_gram(x, kernel, strides=(1, 1), padding="SAME")
@@ -100,6 +110,7 @@ def conv_gram(
   samples_per_image: int = 10,
   mask: jax.Array | None = None,
   sums: bool = False,
+  target: jax.Array | None = None,
 ) -> tuple:
   """Gram matrix of per-channel contributions to a conv consumer's output.
 
@@ -115,12 +126,15 @@ def conv_gram(
     samples_per_image: samples drawn per image (sampled mode).
     mask: optional [B] 0/1 weights; masked images contribute nothing.
     sums: also return the per-output-channel sums (see the module doc).
+    target: [B, Ho, Wo, D], a target value for every output (e.g. another
+      model's `linear_output`): appended as channel C of gram and sums.
 
   Returns:
     (gram [C, C] float32, count): count is the number of samples, a Python
     int, or a scalar array when `mask` is given. With `sums`, also
     sums [C, D] (sum of xhat_c over the samples of output channel d) and
-    output_counts [D] (the number of those samples).
+    output_counts [D] (the number of those samples). With `target`, gram
+    is [C + 1, C + 1] and sums [C + 1, D].
   """
   _check_mode(mode, key)
   x, kernel = jnp.asarray(x), jnp.asarray(kernel)
@@ -156,6 +170,17 @@ def conv_gram(
     # sum_n xhat[(n, d), c] = sum_u W[u, c, d] sum_n X[n, u, c].
     channel_sums = jnp.einsum("unc,ucd->cd", views, wf)
     output_counts = jnp.full((d,), jnp.sum(weights) * ho * wo)
+    if target is not None:
+      t = (
+        _check_target(target, (b, ho, wo, d))
+        * jnp.sqrt(weights)[:, None, None, None]
+      )
+      t = t.reshape(b * ho * wo, d)
+      # sum_(n, d) xhat[(n, d), c] t[n, d] = sum_u sum_n X[n, u, c] (t W_u^T).
+      cross = jnp.einsum("unc,unc->c", views, jnp.einsum("nd,ucd->unc", t, wf))
+      gram, channel_sums = _append_target(
+        gram, channel_sums, cross, jnp.sum(t * t), jnp.sum(t, axis=0)
+      )
   else:
     kpos, kout = jax.random.split(key)
     s = samples_per_image
@@ -171,8 +196,12 @@ def conv_gram(
     ]  # [B, S, k*k, C]
     w_sel = jnp.moveaxis(wf[:, :, out_channel], (2, 3), (0, 1))
     rows = jnp.sum(patches * w_sel, axis=2)  # [B, S, C]
+    if target is not None:
+      t = _check_target(target, (b, ho, wo, d))
+      t = t[jnp.arange(b)[:, None], pos // wo, pos % wo, out_channel]
+      rows = jnp.concatenate([rows, t[:, :, None]], axis=2)
     rows = rows * jnp.sqrt(weights)[:, None, None]
-    rows = rows.reshape(b * s, c)
+    rows = rows.reshape(b * s, rows.shape[-1])
     gram = rows.T @ rows
     per_image = s
     channel_sums, output_counts = _sums_by_output(rows, out_channel, weights, d)
@@ -180,6 +209,23 @@ def conv_gram(
   if sums:
     return gram, count, channel_sums, output_counts
   return gram, count
+
+
+def _check_target(target, shape) -> jax.Array:
+  target = jnp.asarray(target)
+  if target.shape != shape:
+    raise ValueError(
+      f"target has shape {target.shape}; the consumer's output is {shape}"
+    )
+  return target
+
+
+def _append_target(gram, channel_sums, cross, norm, target_sums):
+  """Borders G [C, C] and S [C, D] with the target as channel C."""
+  top = jnp.concatenate([gram, cross[:, None]], axis=1)
+  bottom = jnp.concatenate([cross, norm[None]])[None]
+  gram = jnp.concatenate([top, bottom], axis=0)
+  return gram, jnp.concatenate([channel_sums, target_sums[None]], axis=0)
 
 
 def _sums_by_output(rows, out_channel, weights, d):
@@ -203,6 +249,7 @@ def dense_gram(
   samples_per_image: int = 10,
   mask: jax.Array | None = None,
   sums: bool = False,
+  target: jax.Array | None = None,
 ) -> tuple:
   """Gram matrix of per-channel contributions to a dense consumer.
 
@@ -213,6 +260,7 @@ def dense_gram(
     pooling: "flatten" or "gap".
     mode, key, samples_per_image, mask, sums: as in `conv_gram`; a sample
       is one (image, output unit) pair.
+    target: [B, D], appended as channel C (see `conv_gram`).
 
   Returns:
     (gram [C, C], count) or, with `sums`, (gram, count, sums [C, D],
@@ -239,23 +287,38 @@ def dense_gram(
     xhat_of = lambda xs, ws: xs[:, None, :] * ws.T[None]  # noqa: E731
   else:
     raise ValueError(f'pooling must be "flatten" or "gap", got {pooling!r}')
+  if target is not None:
+    target = _check_target(target, (b, d))
   if mode == "exhaustive":
     if pooling == "gap":  # Closed form: (m^T m) * (W W^T), elementwise.
       mw = xs * jnp.sqrt(weights)[:, None]
       gram = (mw.T @ mw) * (kernel @ kernel.T)
       channel_sums = jnp.sum(mw, axis=0)[:, None] * kernel
+      if target is not None:
+        t = target * jnp.sqrt(weights)[:, None]
+        cross = jnp.einsum("bc,cd,bd->c", mw, kernel, t)
     else:
       xhat = xhat_of(xs, wr) * jnp.sqrt(weights)[:, None, None]
       gram = jnp.einsum("bdc,bdk->ck", xhat, xhat)
       channel_sums = jnp.sum(xhat, axis=0).T
+      if target is not None:
+        t = target * jnp.sqrt(weights)[:, None]
+        cross = jnp.einsum("bdc,bd->c", xhat, t)
+    if target is not None:
+      gram, channel_sums = _append_target(
+        gram, channel_sums, cross, jnp.sum(t * t), jnp.sum(t, axis=0)
+      )
     per_image = d
     output_counts = jnp.full((d,), jnp.sum(weights))
   else:
     s = samples_per_image
     out_channel = jax.random.randint(key, (b, s), 0, d)
     xhat = xhat_of(xs, wr)  # [B, D, C]
+    if target is not None:
+      xhat = jnp.concatenate([xhat, target[:, :, None]], axis=2)
     rows = jnp.take_along_axis(xhat, out_channel[:, :, None], axis=1)
-    rows = (rows * jnp.sqrt(weights)[:, None, None]).reshape(b * s, c)
+    rows = rows * jnp.sqrt(weights)[:, None, None]
+    rows = rows.reshape(b * s, rows.shape[-1])
     gram = rows.T @ rows
     per_image = s
     channel_sums, output_counts = _sums_by_output(rows, out_channel, weights, d)
@@ -305,6 +368,9 @@ class GroupStats(NamedTuple):
   images: number of images seen.
   sums: [C, D] sum of xhat_c over the samples of consumer output channel d.
   output_counts: [D] number of samples of output channel d.
+  cross, target_norm, target_sums: with a reference target t (`collect`'s
+    `reference`): sum xhat_c t [C], sum t^2, and the sums of t over the
+    samples of each output channel [D]; None otherwise.
   """
 
   gram: np.ndarray
@@ -313,10 +379,42 @@ class GroupStats(NamedTuple):
   images: int
   sums: np.ndarray | None = None
   output_counts: np.ndarray | None = None
+  cross: np.ndarray | None = None
+  target_norm: float | None = None
+  target_sums: np.ndarray | None = None
 
   def centred(self) -> np.ndarray:
     """`centred_gram` of these statistics (float64)."""
     return centred_gram(self.gram, self.sums, self.output_counts)
+
+  def target(self, centred: bool = False) -> Target:
+    """The least-squares problem these statistics pose (float64).
+
+    Without a reference target, the target is the consumer's own output:
+    `cross = G 1`, `norm = 1^T G 1`. `centred`: every term centred per
+    output channel (`centred_gram` of the bordered matrix).
+    """
+    if self.cross is None:
+      gram = self.centred() if centred else np.asarray(self.gram, np.float64)
+      return Target(gram, gram.sum(axis=1), float(gram.sum()))
+    c = self.gram.shape[0]
+    bordered = np.zeros((c + 1, c + 1))
+    bordered[:c, :c] = self.gram
+    bordered[:c, c] = bordered[c, :c] = self.cross
+    bordered[c, c] = self.target_norm
+    if centred:
+      sums = np.concatenate([self.sums, self.target_sums[None]], axis=0)
+      bordered = centred_gram(bordered, sums, self.output_counts)
+    return Target(bordered[:c, :c], bordered[:c, c], float(bordered[c, c]))
+
+
+class Target(NamedTuple):
+  """A least-squares target in Gram form: min_w |t - xhat_S w|^2 has
+  normal equations `gram_SS w = cross_S`, and `norm = |t|^2`."""
+
+  gram: np.ndarray
+  cross: np.ndarray
+  norm: float
 
 
 def group_gram(
@@ -328,11 +426,12 @@ def group_gram(
   samples_per_image: int,
   mask: jax.Array | None = None,
   sums: bool = False,
+  target: jax.Array | None = None,
 ) -> tuple:
   """`conv_gram` or `dense_gram` for a group's consumer (traceable)."""
   common = dict(
     mode=mode, key=key, samples_per_image=samples_per_image, mask=mask,
-    sums=sums,
+    sums=sums, target=target,
   )  # fmt: skip
   if group.consumer_kind == "conv":
     k = consumer_kernel.shape[0]
@@ -340,6 +439,25 @@ def group_gram(
     return conv_gram(consumer_input, consumer_kernel, (s, s), k // 2, **common)
   pooling = "gap" if group.consumer_kind == "gap_dense" else "flatten"
   return dense_gram(consumer_input, consumer_kernel, pooling, **common)
+
+
+def linear_output(
+  group: Group, consumer_input: jax.Array, consumer_kernel: jax.Array
+) -> jax.Array:
+  """The consumer's output before its bias, `sum_c xhat_c` at every output
+  (traceable): [B, Ho, Wo, D] for a conv consumer, [B, D] for a dense one."""
+  if group.consumer_kind == "conv":
+    k, s = consumer_kernel.shape[0], group.consumer_stride
+    return lax.conv_general_dilated(
+      consumer_input, consumer_kernel, (s, s), [(k // 2, k // 2)] * 2,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      precision=lax.Precision.HIGHEST,
+    )  # fmt: skip
+  if group.consumer_kind == "gap_dense":
+    pooled = jnp.mean(consumer_input, axis=(1, 2))
+  else:
+    pooled = consumer_input.reshape(consumer_input.shape[0], -1)
+  return jnp.dot(pooled, consumer_kernel, precision=lax.Precision.HIGHEST)
 
 
 def _tree_get(tree, path: str):
@@ -358,6 +476,7 @@ def collect(
   samples_per_image: int = 10,
   max_batches: int | None = None,
   progress: bool = True,
+  reference: tuple[ModelSpec, dict[str, Any]] | None = None,
 ) -> GroupStats:
   """Runs the model over `batches` and accumulates one group's statistics.
 
@@ -375,6 +494,11 @@ def collect(
     samples_per_image: paper: 10.
     max_batches: stop after this many.
     progress: show a progress bar.
+    reference: (spec, variables) of another model with the same group
+      (e.g. the unpruned one): its consumer's output at the same samples
+      becomes the target (`GroupStats.cross`, `target_norm`,
+      `target_sums`), so that the reconstruction undoes the error of the
+      groups pruned before instead of carrying it along.
 
   Returns:
     GroupStats.
@@ -385,25 +509,56 @@ def collect(
   """
   _check_mode(mode, key)
   kernel = _tree_get(variables["params"], f"{group.consumer}/kernel")
+  ref_spec, ref_variables = reference or (None, None)
+  if reference is not None:
+    ref_kernel = _tree_get(ref_variables["params"], f"{group.consumer}/kernel")
+    if ref_kernel.shape[-1] != kernel.shape[-1]:
+      raise ValueError(
+        f"the reference's {group.consumer} has {ref_kernel.shape[-1]} "
+        f"outputs, this model's {kernel.shape[-1]}: a reference target "
+        "needs a model whose consumer has the same outputs (the unpruned "
+        "model, before this consumer's own group is pruned)"
+      )
 
   mesh = sharding.data_mesh()
 
+  def capture(spec, variables, images, names, fn):
+    return fn(spec, variables, images, names)[names[0]]
+
   @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
-  def batch_stats(variables, images, mask, key):
-    x = models.consumer_inputs(spec, variables, images, [group.consumer])
-    x = x[group.consumer]
-    y = models.producer_outputs(spec, variables, images, [group.producer])
-    y = y[group.producer]
-    moments = group_gram(
-      group, x, kernel, mode, key, samples_per_image, mask, sums=True
+  def batch_stats(variables, ref_variables, images, mask, key):
+    x = capture(
+      spec, variables, images, [group.consumer], models.consumer_inputs
     )
+    y = capture(
+      spec, variables, images, [group.producer], models.producer_outputs
+    )
+    target = None
+    finite = [jnp.all(jnp.isfinite(y)), jnp.all(jnp.isfinite(x))]
+    if ref_variables is not None:
+      ref_x = capture(
+        ref_spec,
+        ref_variables,
+        images,
+        [group.consumer],
+        models.consumer_inputs,
+      )
+      ref_kernel = _tree_get(
+        ref_variables["params"], f"{group.consumer}/kernel"
+      )
+      target = linear_output(group, ref_x, ref_kernel)
+      finite[1] &= jnp.all(jnp.isfinite(target))
+    moments = group_gram(
+      group, x, kernel, mode, key, samples_per_image, mask, sums=True,
+      target=target,
+    )  # fmt: skip
     zeros = jnp.einsum("bhwc,b->c", (y == 0).astype(jnp.float32), mask)
-    finite = (jnp.all(jnp.isfinite(y)), jnp.all(jnp.isfinite(x)))
     return moments, zeros, y.shape[1] * y.shape[2], jnp.sum(mask), finite
 
-  gram = np.zeros((group.width, group.width))
+  width = group.width + (reference is not None)  # The target's row.
+  gram = np.zeros((width, width))
   d = kernel.shape[-1]
-  sums, output_counts = np.zeros((group.width, d)), np.zeros((d,))
+  sums, output_counts = np.zeros((width, d)), np.zeros((d,))
   zeros = np.zeros((group.width,))
   count = images = positions = 0
   it = enumerate(batches)
@@ -422,14 +577,17 @@ def collect(
     global_batch = sharding.shard_batch({"image": image, "mask": mask}, mesh)
     batch_key = None if key is None else jax.random.fold_in(key, i)
     (g, n, s, n_d), z, hw, n_images, (producer_ok, consumer_ok) = batch_stats(
-      variables, global_batch["image"], global_batch["mask"], batch_key
-    )
+      variables, ref_variables, global_batch["image"], global_batch["mask"],
+      batch_key,
+    )  # fmt: skip
     if not bool(producer_ok) or not bool(consumer_ok):
       where = (
         f"the output of {group.producer}"
         if not bool(producer_ok)
         else f"the input of {group.consumer}"
       )
+      if reference is not None and not bool(consumer_ok):
+        where += " (or of the reference model's)"
       raise FloatingPointError(
         f"NaN or inf in {where} (group {group.name}) on batch {i}: the "
         "model's variables or the input data are not finite; check the "
@@ -444,7 +602,15 @@ def collect(
     positions += int(round(float(n_images))) * int(hw)
   if images == 0:
     raise ValueError(f"no images to collect statistics for {group.name}")
-  return GroupStats(gram, count, zeros / positions, images, sums, output_counts)
+  c = group.width
+  out = GroupStats(
+    gram[:c, :c], count, zeros / positions, images, sums[:c], output_counts
+  )
+  if reference is None:
+    return out
+  return out._replace(
+    cross=gram[:c, c], target_norm=float(gram[c, c]), target_sums=sums[c]
+  )
 
 
 def collect_groups(

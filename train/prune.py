@@ -88,7 +88,7 @@ def main(argv):
     options=pipeline.PruneOptions(
       config.criterion, config.least_squares, config.ridge,
       config.stats_mode, config.samples_per_image, config.centred,
-      config.bn_batches,
+      config.bn_batches, config.target,
     ),
   )  # fmt: skip
   before_final = evaluate(spec, variables)
