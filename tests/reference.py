@@ -130,3 +130,22 @@ def _np(tree):
   if isinstance(tree, dict) or hasattr(tree, "items"):
     return {k: _np(v) for k, v in tree.items()}
   return np.asarray(tree, np.float64)
+
+
+def conv_rows(x, kernel, stride, pads):
+  """Every sample's contribution row xhat[(b, p, d), :], by explicit loops."""
+  (pt, pb), (pl, pr) = pads
+  xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  kh, kw, c, d = kernel.shape
+  ho = (xp.shape[1] - kh) // stride + 1
+  wo = (xp.shape[2] - kw) // stride + 1
+  rows = []
+  for b in range(x.shape[0]):
+    for i in range(ho):
+      for j in range(wo):
+        patch = xp[
+          b, i * stride : i * stride + kh, j * stride : j * stride + kw
+        ]
+        for o in range(d):
+          rows.append(np.einsum("uvc,uvc->c", patch, kernel[..., o]))
+  return np.array(rows)

@@ -11,6 +11,7 @@ import pytest
 from thinet_jax import groups, models, pipeline, profile, select, stats, train
 from thinet_jax.spec import ModelSpec
 
+import reference
 from conftest import SPECS, random_variables
 
 SPEC = ModelSpec(
@@ -206,3 +207,61 @@ def test_batch_norm_reestimation_after_surgery():
   )
   with pytest.raises(ValueError, match="not an iterator"):
     prune(1, iter(batches))
+
+
+def test_original_target_fits_the_unpruned_models_output():
+  """After conv1_1 is pruned without least squares (an error in conv2_1's
+  output, hence in conv2_2's input), pruning conv2_1 with every channel kept
+  and target="original" rescales them by the least squares of the
+  *unpruned* model's conv2_2 output on the current contributions; the
+  paper's target keeps scales 1 and reports no error."""
+  original = random_variables(SPEC, SIZE)
+  spec1, vars1, _ = pipeline.prune_group(
+    SPEC, original, "conv1_1", _batches(), keep_ratio=0.5, image_size=SIZE,
+    least_squares=False, mode="exhaustive", progress=False,
+  )  # fmt: skip
+
+  def prune(target):
+    return pipeline.prune_group(
+      spec1, vars1, "conv2_1", _batches(), keep_ratio=1.0, image_size=SIZE,
+      criterion="weight_sum", mode="exhaustive", progress=False,
+      target=target, reference=(SPEC, original),
+    )  # fmt: skip
+
+  _, _, record = prune("original")
+  rows, target = [], []
+  kernel = np.asarray(original["params"]["conv2_2"]["kernel"], np.float64)
+  for batch in _batches():
+    x = models.consumer_inputs(spec1, vars1, batch["image"], ["conv2_2"])
+    x0 = models.consumer_inputs(SPEC, original, batch["image"], ["conv2_2"])
+    pads = ((1, 1), (1, 1))
+    rows.append(
+      reference.conv_rows(np.asarray(x["conv2_2"], np.float64), kernel, 1, pads)
+    )
+    target.append(
+      reference.conv_rows(
+        np.asarray(x0["conv2_2"], np.float64), kernel, 1, pads
+      ).sum(1)
+    )
+  rows, target = np.concatenate(rows), np.concatenate(target)
+  scales = np.linalg.lstsq(rows, target, rcond=None)[0]
+  residual = np.sum((target - rows @ scales) ** 2)
+  assert record.target == "original" and record.kept == list(range(5))
+  np.testing.assert_allclose(record.scales, scales, rtol=2e-3, atol=2e-3)
+  np.testing.assert_allclose(
+    record.relative_error, residual / np.sum(target**2), rtol=2e-2
+  )
+  assert record.relative_error > 1e-3  # conv1_1's error, partly undone
+  _, _, own = prune("current")
+  own_output = rows.sum(axis=1)  # Dead channels may get any scale.
+  np.testing.assert_allclose(
+    rows @ np.array(own.scales), own_output, rtol=1e-4, atol=1e-4
+  )
+  assert own.relative_error < 1e-6
+  with pytest.raises(ValueError, match="needs reference"):
+    pipeline.prune_group(
+      spec1, vars1, "conv2_1", _batches(), keep_ratio=0.5, image_size=SIZE,
+      target="original",
+    )  # fmt: skip
+  with pytest.raises(ValueError, match="target must be one of"):
+    prune("teacher")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from thinet_jax import groups, models, stats
-from thinet_jax.stats import MODES
 from thinet_jax.spec import ModelSpec
+from thinet_jax.stats import MODES
 
 import reference
 from conftest import random_variables
@@ -20,25 +20,6 @@ def _same_pads(size, k, s):
   out = math.ceil(size / s)
   total = max((out - 1) * s + k - size, 0)
   return total // 2, total - total // 2
-
-
-def brute_conv_rows(x, kernel, stride, pads):
-  """Every sample's contribution row xhat[(b, p, d), :], by explicit loops."""
-  (pt, pb), (pl, pr) = pads
-  xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-  kh, kw, c, d = kernel.shape
-  ho = (xp.shape[1] - kh) // stride + 1
-  wo = (xp.shape[2] - kw) // stride + 1
-  rows = []
-  for b in range(x.shape[0]):
-    for i in range(ho):
-      for j in range(wo):
-        patch = xp[
-          b, i * stride : i * stride + kh, j * stride : j * stride + kw
-        ]
-        for o in range(d):
-          rows.append(np.einsum("uvc,uvc->c", patch, kernel[..., o]))
-  return np.array(rows)
 
 
 def _data(shape_x, shape_k, seed=0):
@@ -59,7 +40,7 @@ def test_exhaustive_conv_gram_equals_brute_force(k, stride, padding):
     pads, arg = ((0, 0), (0, 0)), "VALID"
   else:  # Symmetric k // 2, as our models pad.
     pads, arg = ((k // 2, k // 2), (k // 2, k // 2)), k // 2
-  rows = brute_conv_rows(
+  rows = reference.conv_rows(
     x.astype(np.float64), kernel.astype(np.float64), stride, pads
   )
   gram, count = stats.conv_gram(x, kernel, (stride, stride), arg, "exhaustive")
@@ -78,7 +59,7 @@ def test_sampled_conv_gram_uses_the_drawn_samples():
   kpos, kout = jax.random.split(key)
   pos = np.asarray(jax.random.randint(kpos, (3, 6), 0, 9))  # Ho * Wo = 3 * 3
   out = np.asarray(jax.random.randint(kout, (3, 6), 0, 4))
-  all_rows = brute_conv_rows(
+  all_rows = reference.conv_rows(
     x.astype(np.float64), kernel.astype(np.float64), 2, ((1, 1), (1, 1))
   ).reshape(3, 9, 4, 5)
   rows = np.array(
@@ -152,7 +133,7 @@ def _sums(rows, out_index, d):
 def test_conv_sums_equal_brute_force(stride, padding):
   x, kernel = _data((2, 6, 5, 4), (3, 3, 4, 3), seed=4)
   pads = ((1, 1), (1, 1)) if padding == 1 else ((0, 0), (0, 0))
-  rows = brute_conv_rows(
+  rows = reference.conv_rows(
     x.astype(np.float64), kernel.astype(np.float64), stride, pads
   )
   out_index = np.arange(len(rows)) % 3  # rows run (b, i, j, d), d fastest
@@ -228,7 +209,7 @@ def test_a_target_is_one_more_column_of_the_gram_and_sums(kind, mode):
   if kind == "conv":
     kernel = rng.normal(size=(3, 3, 4, d)).astype(np.float32)
     target = rng.normal(size=(3, 3, 2, d)).astype(np.float32)  # stride 2
-    rows = brute_conv_rows(x, kernel, 2, ((1, 1), (1, 1)))
+    rows = reference.conv_rows(x, kernel, 2, ((1, 1), (1, 1)))
     fn = functools.partial(stats.conv_gram, x, kernel, (2, 2), 1, mode)
   else:
     rows_in = 5 * 4 * 4 if kind == "flatten" else 4
@@ -327,7 +308,7 @@ def test_collect_streams_exact_statistics(name):
       kernel = np.asarray(
         variables["params"][group.consumer]["kernel"], np.float64
       )
-      rows = brute_conv_rows(x, kernel, 1, ((1, 1), (1, 1)))
+      rows = reference.conv_rows(x, kernel, 1, ((1, 1), (1, 1)))
     else:
       kernel = np.asarray(variables["params"]["fc6"]["kernel"], np.float64)
       rows = np.einsum("bhwc,hwcd->bdc", x, kernel.reshape(*x.shape[1:], -1))

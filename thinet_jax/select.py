@@ -24,7 +24,9 @@ TPAMI version's code does), from G alone: with the Schur complement
 `beta = G 1 - G_:S G_SS^-1 (G 1)_S`, adding c lowers the residual by
 `beta_c^2 / R_cc`, and both update by a rank-one step, so the whole order
 costs O(C^3) in one jitted loop. Its removal order is the reverse of the
-order it keeps channels in.
+order it keeps channels in. For another target t (the unpruned model's
+output, `stats.collect(reference=...)`) the same loop starts from
+`beta = X^T t` (`cross`) instead of `G 1`.
 
 Criteria on the centred statistics (`stats.centred_gram`, the error that
 survives the consumer's bias or BatchNorm): `thinet_centred` (the paper's
