@@ -41,6 +41,8 @@ import subprocess
 import sys
 import time
 
+from configs.default import PAPER_METHOD
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = pathlib.Path(__file__).resolve().parent / "ablation_{budget}.json"
 
@@ -49,12 +51,13 @@ CONFIGS = {
   "procedure": "configs/fmnist_vgg16_thinet_long.py",
 }
 
-# Row -> train.prune config overrides (on top of the budget's config).
-_PUBLISHED = {"criterion": "thinet", "least_squares": True}
+# Row -> train.prune config overrides (on top of the budget's config); every
+# row sets every field it is about, so rows do not follow config defaults.
+_PUBLISHED = dict(PAPER_METHOD)  # ThiNet as published.
 ROWS: dict[str, dict] = {
-  "random": {"criterion": "random"},
-  "weight_sum": {"criterion": "weight_sum"},
-  "apoz": {"criterion": "apoz"},
+  "random": {**_PUBLISHED, "criterion": "random"},
+  "weight_sum": {**_PUBLISHED, "criterion": "weight_sum"},
+  "apoz": {**_PUBLISHED, "criterion": "apoz"},
   "thinet": _PUBLISHED,
   "+centred_fit": {**_PUBLISHED, "centred": True},
   "+centred_greedy": {**_PUBLISHED, "criterion": "thinet_centred"},
@@ -63,6 +66,7 @@ ROWS: dict[str, dict] = {
   "+distill": {**_PUBLISHED, "distill_weight": 0.5},
   "+original_target": {**_PUBLISHED, "target": "original"},
   "all": {
+    **_PUBLISHED,
     "criterion": "forward_centred",
     "centred": True,
     "bn_batches": 8,

@@ -40,14 +40,38 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return apply_arg(config, arg)
 
 
+# ThiNet as published (train.prune configs, `:paper`): the paper's greedy
+# and least squares on the current model's output, nothing added.
+PAPER_METHOD = {
+  "criterion": "thinet",
+  "least_squares": True,
+  "centred": False,
+  "bn_batches": 0,
+  "distill_weight": 0.0,
+  "target": "current",
+}
+
+
 def apply_arg(
   config: ml_collections.ConfigDict, arg: str | None, prune: bool = False
 ) -> ml_collections.ConfigDict:
-  """Applies the `:arg` switch of a config path; only `runlocal` exists."""
+  """Applies the `:arg` switches of a config path, comma-separated:
+  `runlocal` (seconds-long smoke run) and, for train.prune configs, `paper`
+  (ThiNet as published, `PAPER_METHOD`)."""
   if arg in (None, ""):
     return config
-  if arg != "runlocal":
-    raise ValueError(f"unknown config argument {arg!r}; use ':runlocal'")
+  known = ("runlocal", "paper") if prune else ("runlocal",)
+  parts = arg.split(",")
+  unknown = [p for p in parts if p not in known]
+  if unknown:
+    raise ValueError(
+      f"unknown config argument {unknown[0]!r}; use "
+      + " or ".join(f"':{k}'" for k in known)
+    )
+  if "paper" in parts:
+    config.update(PAPER_METHOD)
+  if "runlocal" not in parts:
+    return config
   if prune:  # Two small groups, a few images, a few steps each.
     config.groups = ("conv1_1", "conv2_1")
     config.images_per_class = 2
