@@ -23,6 +23,7 @@ uncentred least squares), then each addition on its own, then all of them.
 Columns: accuracy before fine-tuning, after each fine-tuning epoch, FLOPs
 reduction, wall time; mean and spread (sample standard deviation) over the
 seeds. Writes JSON (`--out`) and Markdown (the same path, .md).
+`--finished-only` tabulates what has finished and runs nothing.
 `--no-finetune` stops every run before its final fine-tune (accuracy right
 after pruning only; runs in <runs>/<budget>-no-finetune); a later one-shot
 run with fine-tuning starts from that pass instead of repeating it (its
@@ -93,10 +94,14 @@ def command(
   ]  # fmt: skip
 
 
+def _workdir(budget, row, seed, runs, no_finetune) -> pathlib.Path:
+  kind = budget + ("-no-finetune" if no_finetune else "")
+  return pathlib.Path(runs) / kind / row.lstrip("+") / f"seed{seed}"
+
+
 def run_one(budget, row, seed, runs, quick, no_finetune=False) -> dict:
   """One (row, seed): runs train.prune unless its report exists."""
-  kind = budget + ("-no-finetune" if no_finetune else "")
-  workdir = pathlib.Path(runs) / kind / row.lstrip("+") / f"seed{seed}"
+  workdir = _workdir(budget, row, seed, runs, no_finetune)
   report_path = workdir / "report.json"
   cmd = command(budget, row, seed, str(workdir), quick, no_finetune)
   pass_wall = 0.0
@@ -179,7 +184,8 @@ def markdown(summary: list[dict], baseline: float) -> str:
   n_epochs = max((len(s["epochs"]) for s in summary), default=0)
   head = ["row", "seeds", "before FT"]
   head += [f"epoch {e + 1}" for e in range(n_epochs)]
-  head += ["final", "FLOPs", "wall"]
+  finetuned = n_epochs > 0  # Else "final" is "before FT" again.
+  head += ["final"] * finetuned + ["FLOPs", "wall"]
   lines = [
     "| " + " | ".join(head) + " |",
     "|---|---:|" + "---:|" * (len(head) - 2),
@@ -189,10 +195,8 @@ def markdown(summary: list[dict], baseline: float) -> str:
     epochs += [""] * (n_epochs - len(epochs))
     cells = [s["row"], str(len(s["seeds"])), cell(s["before_finetune"])]
     cells += epochs
-    cells += [
-      cell(s["accuracy"]), f"{s['flops_reduction']:.2f}x",
-      f"{s['wall_min']:.1f} min",
-    ]  # fmt: skip
+    cells += [cell(s["accuracy"])] * finetuned
+    cells += [f"{s['flops_reduction']:.2f}x", f"{s['wall_min']:.1f} min"]
     lines.append("| " + " | ".join(cells) + " |")
   lines.append("")
   lines.append(
@@ -214,6 +218,10 @@ def main() -> None:
     help="stop before the final fine-tune (accuracy after pruning only)",
   )  # fmt: skip
   parser.add_argument(
+    "--finished-only", action="store_true",
+    help="tabulate the (row, seed) runs that have finished; run nothing",
+  )  # fmt: skip
+  parser.add_argument(
     "--quick", action="store_true", help="runlocal config, row all, 1 seed"
   )
   args = parser.parse_args()
@@ -228,10 +236,20 @@ def main() -> None:
   from thinet_jax import report as report_lib
 
   start = time.time()
+  pairs = [(row, seed) for row in args.rows for seed in args.seeds]
+  if args.finished_only:
+    pairs = [
+      (row, seed) for row, seed in pairs
+      if (
+        _workdir(args.budget, row, seed, args.runs, args.no_finetune)
+        / "report.json"
+      ).exists()
+    ]  # fmt: skip
+    if not pairs:
+      raise SystemExit(f"no finished runs under {args.runs}")
   runs = [
     run_one(args.budget, row, seed, args.runs, args.quick, args.no_finetune)
-    for row in args.rows
-    for seed in args.seeds
+    for row, seed in pairs
   ]
   summary = summarise(runs)
   kind = args.budget + ("_no_finetune" if args.no_finetune else "")
