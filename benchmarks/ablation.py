@@ -137,8 +137,7 @@ def _reuse_pass(workdir, runs, row, seed) -> float:
   the pass is the same computation (same row, seed and statistics), and
   `train.prune` resumes from the steps it finds. Returns the pass's wall
   time (0 if nothing was reused), to add to this run's."""
-  twin = pathlib.Path(runs) / "oneshot-no-finetune" / row.lstrip("+")
-  twin = twin / f"seed{seed}"
+  twin = _workdir("oneshot", row, seed, runs, no_finetune=True)
   if not (twin / "report.json").exists():
     return 0.0
   if not (workdir / "steps").exists():

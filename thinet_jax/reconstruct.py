@@ -37,7 +37,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from thinet_jax.select import _check_gram
+from thinet_jax.select import _check_gram, _cross
 
 
 def _check_keep(gram: jax.Array, keep: jax.Array) -> jax.Array:
@@ -49,16 +49,6 @@ def _check_keep(gram: jax.Array, keep: jax.Array) -> jax.Array:
       f"keep must be 1-D with 1..{c} channel indices, got shape {keep.shape}"
     )
   return keep
-
-
-def _cross(gram: jax.Array, cross: jax.Array | None) -> jax.Array:
-  """X^T t: the given cross moments, or G 1 (the target is sum_c xhat_c)."""
-  if cross is None:
-    return jnp.sum(gram, axis=1)
-  cross = jnp.asarray(cross, gram.dtype)
-  if cross.shape != gram.shape[:1]:
-    raise ValueError(f"cross {cross.shape} does not match gram {gram.shape}")
-  return cross
 
 
 @jax.jit

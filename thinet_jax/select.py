@@ -76,6 +76,16 @@ def check_symmetric(gram: Any, rtol: float = 1e-4) -> None:
     )
 
 
+def _cross(gram: jax.Array, cross: jax.Array | None) -> jax.Array:
+  """X^T t: the given cross moments, or G 1 (the target is sum_c xhat_c)."""
+  if cross is None:
+    return jnp.sum(gram, axis=1)
+  cross = jnp.asarray(cross, gram.dtype)
+  if cross.shape != gram.shape[:1]:
+    raise ValueError(f"cross {cross.shape} does not match gram {gram.shape}")
+  return cross
+
+
 @jax.jit
 def _greedy(gram: jax.Array) -> jax.Array:
   c = gram.shape[0]
@@ -164,12 +174,7 @@ def forward_order(gram: jax.Array, cross: jax.Array | None = None) -> jax.Array:
   _check_gram(gram)
   if not isinstance(gram, jax.core.Tracer):
     check_symmetric(gram)
-  if cross is None:
-    return _forward(gram, jnp.sum(gram, axis=1))
-  cross = jnp.asarray(cross, gram.dtype)
-  if cross.shape != gram.shape[:1]:
-    raise ValueError(f"cross {cross.shape} does not match gram {gram.shape}")
-  return _forward(gram, cross)
+  return _forward(gram, _cross(gram, cross))
 
 
 def keep_count(channels: int, keep_ratio: float) -> int:
@@ -220,10 +225,11 @@ class SelectionInputs:
     centred = cross = centred_cross = None
     f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
     if group_stats.sums is not None:
-      centred = f32(group_stats.centred())
-    if group_stats.cross is not None:
-      cross = f32(group_stats.cross)
-      centred_cross = f32(group_stats.target(centred=True).cross)
+      centred_target = group_stats.target(centred=True)
+      centred = f32(centred_target.gram)
+      if group_stats.cross is not None:
+        cross = f32(group_stats.cross)
+        centred_cross = f32(centred_target.cross)
     return cls(
       gram=f32(group_stats.gram),
       zero_fraction=group_stats.zero_fraction,
