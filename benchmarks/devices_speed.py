@@ -24,15 +24,16 @@ import time
 OUT = pathlib.Path(__file__).resolve().parent / "devices_speed.json"
 
 
-def measure(batch: int, repeat: int) -> dict:
+def measure(batch: int, repeat: int, quick: bool = False) -> dict:
   """Runs in the child: one device count, as set by XLA_FLAGS."""
   import jax
   import numpy as np
+  import quick_model
 
   from configs import default
   from thinet_jax import models, presets, sharding, train
 
-  spec = presets.get("vgg16-fmnist")
+  spec = quick_model.SPEC if quick else presets.get("vgg16-fmnist")
   variables = models.init(spec, jax.random.key(0), 32)
   mesh = sharding.data_mesh()
   tx = train.optimizer(default.get_config(), steps_per_epoch=100)
@@ -80,7 +81,7 @@ def main() -> None:
   args = parser.parse_args()
   batch, repeat = (16, 2) if args.quick else (128, args.repeat)
   if args.child:
-    print(json.dumps(measure(batch, repeat)))
+    print(json.dumps(measure(batch, repeat, args.quick)))
     return
   start = time.perf_counter()
   rows = []

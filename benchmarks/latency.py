@@ -21,9 +21,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import quick_model
 
 from configs import default
-from thinet_jax import groups, models, presets, profile, surgery, train
+from thinet_jax import groups, models, profile, surgery, train
 from thinet_jax import report as report_lib
 
 OUT = pathlib.Path(__file__).resolve().parent / "latency.json"
@@ -90,7 +91,7 @@ def main() -> None:
   args = parser.parse_args()
   start = time.perf_counter()
   if args.quick:
-    spec = presets.get("vgg16-fmnist")
+    spec = quick_model.SPEC
     variables = models.init(spec, jax.random.key(0), 32)
     models_ = {
       "original": (spec, variables),

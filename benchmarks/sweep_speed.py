@@ -30,8 +30,9 @@ import time
 
 import jax
 import numpy as np
+import quick_model
 
-from thinet_jax import data, groups, models, presets, stats, sweep, train
+from thinet_jax import data, groups, models, stats, sweep, train
 from thinet_jax import report as report_lib
 
 OUT = pathlib.Path(__file__).resolve().parent / "sweep_speed.json"
@@ -109,7 +110,7 @@ def main() -> None:
   args = parser.parse_args()
   start = time.perf_counter()
   if args.quick:
-    spec = presets.get("vgg16-fmnist")
+    spec = quick_model.SPEC
     variables = models.init(spec, jax.random.key(0), 32)
     ratios, n_batches, batch_size, repeat = (0.5, 0.8), 2, 16, 1
     rng = np.random.default_rng(0)
