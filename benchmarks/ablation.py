@@ -181,8 +181,10 @@ def markdown(summary: list[dict], baseline: float) -> str:
     return f"{100 * ms[0]:.2f} ± {100 * ms[1]:.2f}"
 
   n_epochs = max((len(s["epochs"]) for s in summary), default=0)
+  # Every epoch of a short fine-tune; of a long one the first and middle.
+  shown = list(range(n_epochs)) if n_epochs <= 3 else [0, n_epochs // 2 - 1]
   head = ["row", "seeds", "before FT"]
-  head += [f"epoch {e + 1}" for e in range(n_epochs)]
+  head += [f"epoch {e + 1}" for e in shown]
   finetuned = n_epochs > 0  # Else "final" is "before FT" again.
   head += ["final"] * finetuned + ["FLOPs", "wall"]
   lines = [
@@ -190,8 +192,9 @@ def markdown(summary: list[dict], baseline: float) -> str:
     "|---|---:|" + "---:|" * (len(head) - 2),
   ]
   for s in summary:
-    epochs = [cell(m) for m in s["epochs"]]
-    epochs += [""] * (n_epochs - len(epochs))
+    epochs = [
+      cell(s["epochs"][e]) if e < len(s["epochs"]) else "" for e in shown
+    ]
     cells = [s["row"], str(len(s["seeds"])), cell(s["before_finetune"])]
     cells += epochs
     cells += [cell(s["accuracy"])] * finetuned

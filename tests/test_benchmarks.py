@@ -75,3 +75,36 @@ def test_ablation_quick(tmp_path):
   assert row["accuracy"] == [run["accuracy"], 0.0]
   assert row["flops_reduction"] > 1.0
   assert "| all | 1 |" in (tmp_path / "out.md").read_text()
+
+
+def test_benchmarks_md_is_what_the_committed_json_gives(tmp_path):
+  """BENCHMARKS.md is never edited by hand: regenerated from the JSON it
+  must come out the same, and every number in it is a JSON value."""
+  check = subprocess.run(
+    [sys.executable, "benchmarks/make_report.py", "--check"],
+    capture_output=True, text=True, cwd=ROOT, timeout=300,
+  )  # fmt: skip
+  assert check.returncode == 0, check.stdout + check.stderr[-3000:]
+  out, plots = tmp_path / "B.md", tmp_path / "plots"
+  subprocess.run(
+    [sys.executable, "benchmarks/make_report.py", f"--out={out}",
+     f"--plots={plots}"],
+    check=True, capture_output=True, cwd=ROOT, timeout=300,
+  )  # fmt: skip
+  text = out.read_text()
+  assert text == (ROOT / "BENCHMARKS.md").read_text()
+  assert {p.name for p in plots.iterdir()} == {
+    "ablation_oneshot.png", "greedy_speed.png"
+  }  # fmt: skip
+  sections = text.split("\n## ")[1:]
+  assert all("Reproduce" in s or "Not measured yet" in s for s in sections)
+  greedy = json.loads((ROOT / "benchmarks" / "greedy_speed.json").read_text())
+  for r in greedy["rows"]:
+    assert f"| {r['channels']} | {r['samples']:,} | " in text
+    assert f"| {r['speedup']:.0f}x |" in text
+  oneshot = json.loads(
+    (ROOT / "benchmarks" / "ablation_oneshot.json").read_text()
+  )
+  for s in oneshot["summary"]:
+    mean, spread = s["accuracy"]
+    assert f"| {100 * mean:.2f} ± {100 * spread:.2f} | 3.27x |" in text

@@ -16,8 +16,15 @@ def machine() -> dict[str, Any]:
 
   import jax
 
+  cpu = platform.processor() or platform.machine()
+  try:  # Linux names the model; platform.processor() often does not.
+    with open("/proc/cpuinfo") as f:
+      names = [ln.split(":", 1)[1].strip() for ln in f if "model name" in ln]
+    cpu = f"{names[0]} ({cpu})" if names else cpu
+  except OSError:
+    pass
   return {
-    "cpu": platform.processor() or platform.machine(),
+    "cpu": cpu,
     "cores": os.cpu_count(),
     "jax": jax.__version__,
     "devices": [str(d) for d in jax.devices()],

@@ -1,0 +1,376 @@
+"""BENCHMARKS.md from the committed benchmark JSON, with plots.
+
+  python benchmarks/make_report.py            # BENCHMARKS.md, benchmarks/plots
+  python benchmarks/make_report.py --check    # exit 1 if BENCHMARKS.md is stale
+
+Runs nothing: every table is read from a JSON file in `benchmarks/` that a
+benchmark script wrote, and under every table stands the command that
+regenerates that file, the machine it ran on and its wall time. A JSON file
+that is not there yet leaves its section saying so (and which command would
+produce it), so the report never shows a number nobody measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import ablation
+import criteria_table
+import presets_table
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = ROOT / "BENCHMARKS.md"
+PLOTS = HERE / "plots"
+
+
+def _load(name: str):
+  path = HERE / name
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def machine_line(result: dict) -> str:
+  m = result["machine"]
+  devices = ", ".join(m["devices"]) if m.get("devices") else "?"
+  return f"{m['cpu']}, {m['cores']} cores, JAX {m['jax']}, devices: {devices}"
+
+
+def provenance(result: dict, command: str | None = None) -> str:
+  """The lines under a table: command, machine, wall time."""
+  lines = [f"Reproduce: `{command or result['command']}`"]
+  if "machine" in result:
+    lines.append(f"Machine: {machine_line(result)}.")
+  if "wall_s" in result:
+    lines.append(f"Wall time of that command: {result['wall_s'] / 60:.1f} min.")
+  return "  \n".join(lines)
+
+
+def ablation_provenance(result: dict) -> str:
+  """An ablation JSON is tabulated by one command from runs made by
+  others (`train.prune` subprocesses on 2 virtual devices): it names those
+  runs' command and their summed wall time."""
+  m = result["machine"]
+  wall = sum(r["wall_s"] for r in result["runs"]) / 60
+  return "  \n".join([
+    f"Reproduce: `{_ablation_command(result)}`",
+    f"Machine: {m['cpu']}, {m['cores']} cores, JAX {m['jax']}; every run on "
+    "2 virtual CPU devices (the script's default XLA_FLAGS).",
+    f"Wall time of the {len(result['runs'])} runs: {wall:.0f} min in all.",
+  ])  # fmt: skip
+
+
+def _missing(command: str) -> str:
+  return f"Not measured yet; `{command}` writes it."
+
+
+# --- Sections -------------------------------------------------------------
+
+
+def section_ablation(plots: pathlib.Path | None) -> str:
+  out = ["## Selection and reconstruction under identical budgets", ""]
+  out.append(
+    "`vgg16-fmnist` (93.59%), conv1_1 .. conv4_3 kept at half width (3.27x "
+    "fewer FLOPs in every row). Rows: the plain criteria, ThiNet as "
+    "published (greedy on the uncentred Gram matrix, uncentred least "
+    "squares), each addition on its own, and the combinations; "
+    "`benchmarks/ablation.py` documents every row."
+  )
+  for name, title, text in (
+    ("ablation_oneshot_no_finetune.json", "Right after pruning",
+     "One pass through all ten groups, no fine-tuning at all."),
+    ("ablation_oneshot.json", "One pass, then 2 epochs",
+     "The same pass, then exactly 2 epochs of fine-tuning (SGD momentum "
+     "0.9, weight decay 5e-4, lr 0.01 cosine to 0, batch 128)."),
+    ("ablation_procedure.json", "The paper's procedure, 12 epochs",
+     "Layer by layer with short fine-tunes between groups "
+     "(`configs/fmnist_vgg16_thinet_long.py`), then 12 epochs."),
+  ):  # fmt: skip
+    out += ["", f"### {title}", "", text, ""]
+    result = _load(name)
+    if result is None:
+      budget = "procedure" if "procedure" in name else "oneshot"
+      out.append(_missing(f"python benchmarks/ablation.py --budget {budget}"))
+      continue
+    baseline = result["runs"][0]["baseline_accuracy"]
+    out += [ablation.markdown(result["summary"], baseline), ""]
+    out.append(ablation_provenance(result))
+    if name == "ablation_oneshot.json":
+      png = _plot_ablation(result, plots)
+      out += ["", f"![ablation]({png})"]
+  return "\n".join(out)
+
+
+def _ablation_command(result: dict) -> str:
+  """The command that runs exactly the tabulated (row, seed) pairs: one
+  `--rows` list per seed set."""
+  by_seeds: dict[tuple, list[str]] = {}
+  for s in result["summary"]:
+    by_seeds.setdefault(tuple(s["seeds"]), []).append(s["row"])
+  budget = result["budget"]
+  flags = " --no-finetune" if "--no-finetune" in result["command"] else ""
+  return "`; `".join(
+    f"python benchmarks/ablation.py --budget {budget}{flags} --rows "
+    f"{' '.join(rows)} --seeds {' '.join(map(str, seeds))}"
+    for seeds, rows in by_seeds.items()
+  )
+
+
+def _plot_ablation(result: dict, plots: pathlib.Path | None) -> str:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  summary = result["summary"]
+  names = [s["row"] for s in summary]
+  fig, ax = plt.subplots(figsize=(7, 3.6))
+  y = range(len(summary))
+  before = [100 * s["before_finetune"][0] for s in summary]
+  after = [100 * s["accuracy"][0] for s in summary]
+  ax.barh(
+    [i + 0.2 for i in y], before, 0.4, label="before fine-tuning",
+    xerr=[100 * s["before_finetune"][1] for s in summary],
+  )  # fmt: skip
+  ax.barh(
+    [i - 0.2 for i in y], after, 0.4, label="after 2 epochs",
+    xerr=[100 * s["accuracy"][1] for s in summary],
+  )  # fmt: skip
+  baseline = 100 * result["runs"][0]["baseline_accuracy"]
+  ax.axvline(baseline, color="k", lw=0.8, ls="--", label="unpruned")
+  ax.set_yticks(list(y), names)
+  ax.set_xlabel("test accuracy (%)")
+  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8)
+  fig.tight_layout()
+  return _save(fig, plots, "ablation_oneshot.png")
+
+
+def section_procedure() -> str:
+  out = ["## ThiNet-Conv on `vgg16-fmnist`: the criteria under one schedule"]
+  for name, title in (
+    ("criteria.json", "Main job's schedule (short fine-tunes)"),
+    ("criteria_long.json", "The paper's final fine-tune length (12 epochs)"),
+  ):
+    rows = _load(name)
+    out += ["", f"### {title}", ""]
+    if rows is None:
+      out.append(_missing(f"python benchmarks/criteria_table.py ... {name}"))
+      continue
+    command = "python benchmarks/criteria_table.py " + " ".join(
+      r["workdir"] for r in rows
+    ) + f" --out benchmarks/{name}"  # fmt: skip
+    out += [criteria_table.markdown(rows), ""]
+    out.append(
+      f"Reproduce the table from the runs' reports: `{command}` (each "
+      "workdir's `report.json` holds the `train.prune` config that made it; "
+      "the README gives the commands)."
+    )
+  return "\n".join(out)
+
+
+def section_presets() -> str:
+  rows = _load("presets.json")
+  out = ["## Presets: parameters and FLOPs", ""]
+  if rows is None:
+    return "\n".join(out + [_missing("python benchmarks/presets_table.py")])
+  out += [presets_table.markdown(rows), ""]
+  out.append("Reproduce: `python benchmarks/presets_table.py --write`")
+  return "\n".join(out)
+
+
+def section_greedy(plots: pathlib.Path | None) -> str:
+  result = _load("greedy_speed.json")
+  out = ["## Selection speed against the official algorithm", ""]
+  if result is None:
+    return "\n".join(out + [_missing("python benchmarks/greedy_speed.py")])
+  out.append(
+    "ThiNet's greedy selection and least-squares rescaling at keep 0.5 from "
+    "the Gram matrix (`select.greedy_order` + `reconstruct.ridge_scales`) "
+    "against the official code's NumPy loop over candidates, on the same "
+    "samples; the kept sets agree."
+  )
+  out += [
+    "",
+    "| C | samples | official loop | Gram matmul | select + fit | ours total "
+    "| speed-up | select / Gram | same kept set |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+  ]
+  for r in result["rows"]:
+    out.append(
+      f"| {r['channels']} | {r['samples']:,} | {r['official_s']:.3f} s | "
+      f"{1e3 * r['gram_s']:.1f} ms | {1e3 * r['select_and_fit_s']:.2f} ms | "
+      f"{1e3 * r['ours_total_s']:.1f} ms | {r['speedup']:.0f}x | "
+      f"{r['select_over_gram']:.2f} | {'yes' if r['same_kept_set'] else 'NO'} |"
+    )
+  out += [
+    "",
+    provenance(result),
+    "",
+    f"![greedy]({_plot_greedy(result, plots)})",
+  ]
+  return "\n".join(out)
+
+
+def _plot_greedy(result: dict, plots: pathlib.Path | None) -> str:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  rows = result["rows"]
+  c = [r["channels"] for r in rows]
+  fig, ax = plt.subplots(figsize=(5, 3.2))
+  for key, label in (
+    ("official_s", "official loop"), ("ours_total_s", "ours (Gram + select)"),
+    ("gram_s", "Gram matmul alone"),
+  ):  # fmt: skip
+    ax.loglog(c, [r[key] for r in rows], "o-", label=label)
+  ax.set_xlabel("channels C")
+  ax.set_ylabel("seconds")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  return _save(fig, plots, "greedy_speed.png")
+
+
+def section_latency() -> str:
+  result = _load("latency.json")
+  out = ["## Measured speed-up of the pruned model", ""]
+  if result is None:
+    return "\n".join(out + [_missing("python benchmarks/latency.py ...")])
+  s = result["summary"]
+  o, p = result["models"]["original"], result["models"]["pruned"]
+  out.append(
+    f"FLOPs reduction {s['flops_reduction']:.2f}x. Median of many jitted "
+    "calls after compilation, on this CPU."
+  )
+  out += ["", "| measure | original | pruned | speed-up | of FLOPs reduction |",
+          "|---|---:|---:|---:|---:|"]  # fmt: skip
+  batches = sorted(
+    int(k.removeprefix("infer_b").removesuffix("_speedup"))
+    for k in s if k.startswith("infer_b") and k.endswith("_speedup")
+  )  # fmt: skip
+  for b in batches:
+    key = f"infer_b{b}_s"
+    out.append(
+      f"| inference, batch {b} | {1e3 * o[key]:.2f} ms | {1e3 * p[key]:.2f} ms "
+      f"| {s[f'infer_b{b}_speedup']:.2f}x | "
+      f"{100 * s[f'infer_b{b}_speedup_over_flops_reduction']:.0f}% |"
+    )
+  b = max(batches)
+  key = f"train_step_b{b}_s"
+  if key in o:
+    speedup = s[f"train_b{b}_speedup"]
+    out.append(
+      f"| training step, batch {b} | {1e3 * o[key]:.0f} ms | "
+      f"{1e3 * p[key]:.0f} ms | {speedup:.2f}x | "
+      f"{100 * speedup / s['flops_reduction']:.0f}% |"
+    )
+  out += ["", provenance(result)]
+  return "\n".join(out)
+
+
+def section_sweep() -> str:
+  result = _load("sweep_speed.json")
+  out = ["## A K-ratio sweep in one vmapped call", ""]
+  if result is None:
+    return "\n".join(out + [_missing("python benchmarks/sweep_speed.py")])
+  k, n = result["variants"], result["images"]
+  out.append(
+    f"{k} keep ratios ({', '.join(map(str, result['ratios']))}) of "
+    f"ThiNet-Conv's groups, evaluated on {n} images (seconds, after "
+    "compilation; `benchmarks/sweep_speed.py` defines each way)."
+  )
+  out += ["", "| way | seconds | loop of masked models / this |",
+          "|---|---:|---:|"]  # fmt: skip
+  loop = result["loop_masked_s"]
+  for key, label in (
+    ("shared_s", "shared kernels, one vmapped call"),
+    ("vmapped_s", "stacked variants, one vmapped call"),
+    ("one_variant_s", "one variant"),
+    ("loop_masked_s", f"loop of {k} masked variants"),
+    ("loop_materialised_s", f"loop of {k} real smaller models"),
+  ):  # fmt: skip
+    out.append(f"| {label} | {result[key]:.2f} | {loop / result[key]:.2f} |")
+  out.append(
+    f"| (compiling the {k} smaller models) | "
+    f"{result['loop_materialised_compile_s']:.2f} | |"
+  )
+  out += ["", provenance(result)]
+  return "\n".join(out)
+
+
+def section_devices() -> str:
+  result = _load("devices_speed.json")
+  out = ["## Data parallelism over virtual CPU devices", ""]
+  if result is None:
+    return "\n".join(out + [_missing("python benchmarks/devices_speed.py")])
+  out += ["| devices | batch | train step | train img/s | speed-up "
+          "| eval img/s | speed-up |",
+          "|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+  for r in result["rows"]:
+    out.append(
+      f"| {r['devices']} | {r['batch']} | {1e3 * r['train_step_s']:.0f} ms | "
+      f"{r['train_images_per_s']:.0f} | {r['train_speedup']:.2f}x | "
+      f"{r['eval_images_per_s']:.0f} | {r['eval_speedup']:.2f}x |"
+    )
+  out += ["", provenance(result)]
+  return "\n".join(out)
+
+
+def _save(fig, plots: pathlib.Path | None, name: str) -> str:
+  """Saves a figure under `plots` (None: only names it, for --check)."""
+  import matplotlib.pyplot as plt
+
+  if plots is not None:
+    plots.mkdir(parents=True, exist_ok=True)
+    fig.savefig(plots / name, dpi=110, metadata={"Software": None})
+  plt.close(fig)
+  return f"benchmarks/plots/{name}"
+
+
+def render(plots: pathlib.Path | None = PLOTS) -> str:
+  header = (
+    "# thinet_jax benchmarks\n\n"
+    "Generated by `python benchmarks/make_report.py` from the JSON files in "
+    "`benchmarks/`; do not edit by hand. Every number below comes from the "
+    "command under its table, on the machine named there (a 2-core CPU "
+    "unless it says otherwise; other work shared the machine during some "
+    "runs, so wall times are upper bounds)."
+  )
+  sections = [
+    header,
+    section_ablation(plots),
+    section_procedure(),
+    section_greedy(plots),
+    section_latency(),
+    section_sweep(),
+    section_devices(),
+    section_presets(),
+  ]
+  return "\n\n".join(sections) + "\n"
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out", default=str(OUT))
+  parser.add_argument("--plots", default=str(PLOTS))
+  parser.add_argument(
+    "--check", action="store_true",
+    help="exit 1 if --out differs from what the JSON gives; write nothing",
+  )  # fmt: skip
+  args = parser.parse_args()
+  text = render(None if args.check else pathlib.Path(args.plots))
+  out = pathlib.Path(args.out)
+  if args.check:
+    if not out.exists() or out.read_text() != text:
+      print(f"{out} is stale: run python benchmarks/make_report.py")
+      sys.exit(1)
+    return
+  out.write_text(text)
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  main()
