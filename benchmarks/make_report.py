@@ -21,6 +21,8 @@ import ablation
 import criteria_table
 import presets_table
 
+from thinet_jax import report as report_lib
+
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = ROOT / "BENCHMARKS.md"
@@ -167,6 +169,33 @@ def section_procedure() -> str:
       "workdir's `report.json` holds the `train.prune` config that made it; "
       "the README gives the commands)."
     )
+  return "\n".join(out)
+
+
+def section_sweep_criteria() -> str:
+  out = ["## The criteria at every compression, all groups at once", ""]
+  result = _load("results/fmnist_vgg16_sweep/sweep.json")
+  command = (
+    "python -m train.sweep --config configs/fmnist_vgg16_sweep.py "
+    "--workdir runs/sweep"
+  )
+  if result is None:
+    return "\n".join(out + [_missing(command)])
+  out.append(
+    "`vgg16-fmnist`: statistics of conv1_1 .. conv4_3 once, then per "
+    "criterion all ten groups pruned at once to each keep ratio (least "
+    "squares on), test accuracy **before any fine-tuning**. "
+    "`thinet-allocated`: per-group counts for the same "
+    "FLOPs from the error curves (`sweep.allocation`)."
+  )
+  out += ["", report_lib.sweep_table(result), ""]
+  devices = len(result["devices"])
+  out.append(
+    f"Reproduce: `{command}` (then copy `runs/sweep/sweep.json` to "
+    "`benchmarks/results/fmnist_vgg16_sweep/`).  \n"
+    f"Wall time: {result['wall_s'] / 60:.1f} min on {devices} virtual CPU "
+    "devices."
+  )
   return "\n".join(out)
 
 
@@ -342,6 +371,7 @@ def render(plots: pathlib.Path | None = PLOTS) -> str:
   sections = [
     header,
     section_ablation(plots),
+    section_sweep_criteria(),
     section_procedure(),
     section_greedy(plots),
     section_latency(),
