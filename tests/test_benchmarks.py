@@ -5,6 +5,9 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -108,3 +111,39 @@ def test_benchmarks_md_is_what_the_committed_json_gives(tmp_path):
   for s in oneshot["summary"]:
     mean, spread = s["accuracy"]
     assert f"| {100 * mean:.2f} ± {100 * spread:.2f} | 3.27x |" in text
+
+
+def test_selection_quick_matches_a_materialised_pruned_model(tmp_path):
+  """The per-layer comparison's cells are accuracies of the masked sweep;
+  pruning the same layer for real (greedy order, least squares or none,
+  surgery) and evaluating the smaller model must give the same numbers."""
+  report = _quick("selection.py", tmp_path)
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import selection
+
+  from thinet_jax import groups, reconstruct, select, surgery, train
+
+  spec, variables, group_stats, eval_batches = selection._quick_setup()
+  assert list(report["layers"]) == list(group_stats)
+  for name, st in group_stats.items():
+    group = groups.get(spec, name)
+    order = select.greedy_order(st.gram)
+    for k, ratio in enumerate(report["ratios"]):
+      keep = select.keep_indices(order, select.keep_count(group.width, ratio))
+      for method, scales in (
+        ("thinet", reconstruct.ridge_scales(st.gram, keep)),
+        ("thinet_no_ls", np.ones(len(keep), np.float32)),
+      ):
+        small = surgery.prune(spec, variables, group, keep, scales)
+        acc = train.evaluate(*small, eval_batches())["accuracy"]
+        assert report["layers"][name][method][0]["accuracy"][k] == acc
+  # The summary is the mean over groups; random's spread is over 2 seeds.
+  for method, entry in report["summary"].items():
+    runs = [report["layers"][g][method] for g in report["layers"]]
+    assert len(runs[0]) == (2 if method == "random" else 1)
+    for k in range(len(report["ratios"])):
+      means = [
+        np.mean([r[s]["accuracy"][k] for r in runs])
+        for s in range(len(runs[0]))
+      ]
+      assert entry["accuracy"][k][0] == pytest.approx(np.mean(means))
