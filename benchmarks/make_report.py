@@ -20,6 +20,7 @@ import sys
 import ablation
 import criteria_table
 import presets_table
+import selection
 
 from thinet_jax import report as report_lib
 
@@ -170,6 +171,71 @@ def section_procedure() -> str:
       "the README gives the commands)."
     )
   return "\n".join(out)
+
+
+def section_selection(plots: pathlib.Path | None) -> str:
+  out = ["## Selection methods, one layer at a time", ""]
+  result = _load("selection.json")
+  if result is None:
+    return "\n".join(out + [_missing("python benchmarks/selection.py")])
+  out.append(
+    "The paper's comparison (its Figure 4): every group of ThiNet-Conv "
+    "(conv1_1 .. conv4_3 of `vgg16-fmnist`) pruned *alone* to each keep "
+    "ratio, the rest of the network untouched, test accuracy right after "
+    "pruning (no fine-tuning), mean over the ten groups; random, weight "
+    "sum and APoZ with least squares, ThiNet's greedy without "
+    "(`thinet_no_ls`) and with it. Random: mean ± spread over seeds "
+    f"{', '.join(map(str, result['seeds']))}. On the first "
+    f"{result['eval_images']:,} test images (unpruned: "
+    f"{100 * result['baseline_accuracy']:.2f}%)."
+  )
+  out += ["", selection.markdown(result), ""]
+  out.append(
+    "Mean relative reconstruction error of the pruned group's consumer "
+    "output, on the statistics' samples:"
+  )
+  out += ["", selection.markdown(result, "relative_error"), ""]
+  out.append(provenance(result))
+  out += ["", f"![selection]({_plot_selection(result, plots)})"]
+  return "\n".join(out)
+
+
+def _plot_selection(result: dict, plots: pathlib.Path | None) -> str:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  ratios = result["ratios"]
+  names = list(result["layers"])
+  fig, axes = plt.subplots(2, 6, figsize=(13, 4.6), sharey=True)
+  axes = axes.ravel()
+  for method, entry in result["summary"].items():
+    mean = [100 * m for m, _ in entry["accuracy"]]
+    spread = [100 * s for _, s in entry["accuracy"]]
+    axes[0].errorbar(ratios, mean, yerr=spread, marker="o", ms=3, label=method)
+    for ax, name in zip(axes[1:], names, strict=False):
+      runs = result["layers"][name][method]
+      acc = [
+        100 * sum(r["accuracy"][k] for r in runs) / len(runs)
+        for k in range(len(ratios))
+      ]
+      ax.plot(ratios, acc, marker="o", ms=2)
+  axes[0].set_title("mean of the groups", fontsize=9)
+  for ax, name in zip(axes[1:], names, strict=False):
+    ax.set_title(name, fontsize=9)
+  for ax in axes[len(names) + 1 :]:
+    ax.axis("off")
+  for ax in axes:
+    ax.tick_params(labelsize=7)
+  axes[0].set_ylabel("test accuracy (%)")
+  axes[6].set_ylabel("test accuracy (%)")
+  # The legend in the last panel, empty with ten groups.
+  axes[-1].legend(*axes[0].get_legend_handles_labels(), loc="center",
+                  fontsize=8)  # fmt: skip
+  fig.supxlabel("keep ratio", fontsize=9)
+  fig.tight_layout()
+  return _save(fig, plots, "selection.png")
 
 
 def section_sweep_criteria() -> str:
@@ -371,6 +437,7 @@ def render(plots: pathlib.Path | None = PLOTS) -> str:
   sections = [
     header,
     section_ablation(plots),
+    section_selection(plots),
     section_sweep_criteria(),
     section_procedure(),
     section_greedy(plots),
