@@ -6,16 +6,17 @@ import tempfile
 
 # One persistent XLA compilation cache for the whole run, shared by both
 # xdist workers and every `train.*` subprocess a test starts (they inherit
-# the environment): the command tests run the same small models again and
-# again, and a runlocal `train.prune` took 78 s compiling from scratch
-# against 31 s from the cache. A size limit turns on JAX's file lock, so
-# concurrent processes never read a half-written entry. Set before JAX is
-# imported, which reads these variables once.
-_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
-COMPILATION_CACHE = os.path.join(
-  tempfile.gettempdir(), f"thinet-jax-tests-{_RUN}"
-)
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", COMPILATION_CACHE)
+# the environment from the pytest process that loads this file first): the
+# command tests run the same small models again and again, and a runlocal
+# `train.prune` took 78 s compiling from scratch against 31 s from the
+# cache. A size limit turns on JAX's file lock, so concurrent processes
+# never read a half-written entry. Set before JAX is imported, which reads
+# these variables once. A cache the user set is used and left alone.
+OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if OWN_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
+    prefix="thinet-jax-tests-"
+  )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
@@ -33,9 +34,10 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 
 def pytest_sessionfinish(session):
-  """The controller (not an xdist worker) removes the run's cache."""
-  if not hasattr(session.config, "workerinput"):
-    shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
+  """The process that made the cache (pytest, or xdist's controller; its
+  workers inherit the variable) removes it."""
+  if OWN_CACHE:
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def random_variables(spec, image_size, seed=0):
