@@ -275,6 +275,33 @@ def section_presets() -> str:
   return "\n".join(out)
 
 
+def section_stats_speed() -> str:
+  result = _load("stats_speed.json")
+  out = ["## Statistics collection against a forward pass", ""]
+  if result is None:
+    return "\n".join(out + [_missing("python benchmarks/stats_speed.py")])
+  out.append(
+    "`stats.collect` of one group per stage of `vgg16-fmnist` (the jitted "
+    "forward to the consumer, the Gram matrix of its input's contributions "
+    "with the sums and zero counts beside it, float64 sums on the host) "
+    f"per {result['batch_size']}-image batch, against one jitted forward "
+    "pass of the whole network on the same batch "
+    f"({1e3 * result['forward_per_batch_s']:.1f} ms; "
+    f"{result['devices']} devices). Steady cost: (time of "
+    f"{result['batches']} batches - time of {result['batches'] // 2}) / "
+    f"{result['batches'] // 2}; the first call compiles."
+  )
+  out += ["", "| group | mode | per batch | x forward pass | first call |",
+          "|---|---|---:|---:|---:|"]  # fmt: skip
+  for r in result["rows"]:
+    out.append(
+      f"| {r['group']} | {r['mode']} | {1e3 * r['per_batch_s']:.1f} ms | "
+      f"{r['ratio']:.2f} | {r['first_call_s']:.1f} s |"
+    )
+  out += ["", provenance(result)]
+  return "\n".join(out)
+
+
 def section_greedy(plots: pathlib.Path | None) -> str:
   result = _load("greedy_speed.json")
   out = ["## Selection speed against the official algorithm", ""]
@@ -440,6 +467,7 @@ def render(plots: pathlib.Path | None = PLOTS) -> str:
     section_selection(plots),
     section_sweep_criteria(),
     section_procedure(),
+    section_stats_speed(),
     section_greedy(plots),
     section_latency(),
     section_sweep(),

@@ -147,3 +147,13 @@ def test_selection_quick_matches_a_materialised_pruned_model(tmp_path):
         for s in range(len(runs[0]))
       ]
       assert entry["accuracy"][k][0] == pytest.approx(np.mean(means))
+
+
+def test_stats_speed_quick(tmp_path):
+  report = _quick("stats_speed.py", tmp_path)
+  assert [(r["group"], r["mode"]) for r in report["rows"]] == [
+    ("conv1_1", "sampled"), ("conv1_1", "exhaustive")
+  ]  # fmt: skip
+  for r in report["rows"]:
+    assert r["first_call_s"] > 0 and r["per_batch_s"] >= 0
+    assert r["ratio"] == r["per_batch_s"] / report["forward_per_batch_s"]
