@@ -58,8 +58,9 @@ class PruneRecord:
     mean is corrected (what survives the consumer's BatchNorm with
     re-estimated statistics), relative to the target's centred sum of
     squares.
-  bn_batches: batches the BatchNorm statistics were re-estimated on after
-    surgery (0: not re-estimated).
+  bn_batches: the most batches the BatchNorm statistics were re-estimated
+    on after surgery, as requested (fewer when the statistics batches ran
+    out first; 0: not re-estimated).
   target: "current" (the consumer's output in the model being pruned, the
     paper's) or "original" (the unpruned model's; see `prune_group`).
   """
