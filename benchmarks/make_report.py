@@ -88,8 +88,15 @@ def section_ablation(plots: pathlib.Path | None) -> str:
      "The same pass, then exactly 2 epochs of fine-tuning (SGD momentum "
      "0.9, weight decay 5e-4, lr 0.01 cosine to 0, batch 128)."),
     ("ablation_procedure.json", "The paper's procedure, 12 epochs",
-     "Layer by layer with short fine-tunes between groups "
-     "(`configs/fmnist_vgg16_thinet_long.py`), then 12 epochs."),
+     "Layer by layer, 0.25 epoch of fine-tuning after each group (0.5 at a "
+     "stage's end), then 12 epochs (`configs/fmnist_vgg16_thinet_long.py`); "
+     "'before FT' is after the last group's short fine-tune. The thinet, "
+     "weight_sum and random rows are the `train.prune` runs of the 12-epoch "
+     "criteria table below (`--config "
+     "configs/fmnist_vgg16_thinet_long.py:paper --config.criterion=...`, "
+     "the same configuration field for field); the ablation read their "
+     "reports instead of running them again, and they kept no per-epoch "
+     "accuracies."),
   ):  # fmt: skip
     out += ["", f"### {title}", "", text, ""]
     result = _load(name)
