@@ -35,32 +35,30 @@ def _load(name: str):
   return json.loads(path.read_text()) if path.exists() else None
 
 
-def machine_line(result: dict) -> str:
+def machine_line(result: dict, devices: str | None = None) -> str:
   m = result["machine"]
-  devices = ", ".join(m["devices"]) if m.get("devices") else "?"
+  devices = devices or ", ".join(m.get("devices") or ["?"])
   return f"{m['cpu']}, {m['cores']} cores, JAX {m['jax']}, devices: {devices}"
 
 
-def provenance(result: dict, command: str | None = None) -> str:
+def provenance(result: dict) -> str:
   """The lines under a table: command, machine, wall time."""
-  lines = [f"Reproduce: `{command or result['command']}`"]
-  if "machine" in result:
-    lines.append(f"Machine: {machine_line(result)}.")
-  if "wall_s" in result:
-    lines.append(f"Wall time of that command: {result['wall_s'] / 60:.1f} min.")
-  return "  \n".join(lines)
+  return "  \n".join([
+    f"Reproduce: `{result['command']}`",
+    f"Machine: {machine_line(result)}.",
+    f"Wall time of that command: {result['wall_s'] / 60:.1f} min.",
+  ])  # fmt: skip
 
 
 def ablation_provenance(result: dict) -> str:
   """An ablation JSON is tabulated by one command from runs made by
-  others (`train.prune` subprocesses on 2 virtual devices): it names those
-  runs' command and their summed wall time."""
-  m = result["machine"]
+  others (`train.prune` subprocesses): it names those runs' command and
+  their summed wall time."""
   wall = sum(r["wall_s"] for r in result["runs"]) / 60
+  devices = "2 virtual CPU devices per run (the script's default XLA_FLAGS)"
   return "  \n".join([
     f"Reproduce: `{_ablation_command(result)}`",
-    f"Machine: {m['cpu']}, {m['cores']} cores, JAX {m['jax']}; every run on "
-    "2 virtual CPU devices (the script's default XLA_FLAGS).",
+    f"Machine: {machine_line(result, devices)}.",
     f"Wall time of the {len(result['runs'])} runs: {wall:.0f} min in all.",
   ])  # fmt: skip
 
