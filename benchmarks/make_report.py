@@ -294,7 +294,8 @@ def section_stats_speed() -> str:
     f"({1e3 * result['forward_per_batch_s']:.1f} ms; "
     f"{result['devices']} devices). Steady cost: (time of "
     f"{result['batches']} batches - time of {result['batches'] // 2}) / "
-    f"{result['batches'] // 2}; the first call compiles."
+    f"{result['batches'] // 2}; the first call ({result['batches'] // 2} "
+    "batches) includes compiling."
   )
   out += ["", "| group | mode | per batch | x forward pass | first call |",
           "|---|---|---:|---:|---:|"]  # fmt: skip
