@@ -9,11 +9,12 @@ import tempfile
 # the environment from the pytest process that loads this file first): the
 # command tests run the same small models again and again, and a runlocal
 # `train.prune` took 78 s compiling from scratch against 31 s from the
-# cache (every compile stored). A size limit turns on JAX's file lock, so concurrent processes
-# never read a half-written entry. Only compiles over JAX's default 1 s are
-# stored: storing every small eager op too made the in-process tests slower
-# (the README examples 147 -> 272 s). Set before JAX is imported, which
-# reads these variables once. A cache the user set is used and left alone.
+# cache (every compile stored). A size limit turns on JAX's file lock, so
+# concurrent processes never read a half-written entry. Only compiles over
+# JAX's default 1 s are stored: storing every small eager op too made the
+# in-process tests slower (the README examples 147 -> 272 s). Set before
+# JAX is imported, which reads these variables once. A cache the user set
+# is used and left alone.
 OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if OWN_CACHE:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
