@@ -1,6 +1,7 @@
-"""Selection methods one layer at a time, right after pruning (no fine-tune).
+"""Selection methods one layer at a time, and all groups together.
 
   python benchmarks/selection.py                 # writes selection.json
+  python benchmarks/selection.py --together      # selection_together.json
   python benchmarks/selection.py --quick --out /tmp/s.json   # tests
 
 The paper's comparison of selection methods (section 4.1, its Figure 4):
@@ -14,6 +15,14 @@ measured right after pruning; then the mean over the ten groups. Methods:
 * `thinet_no_ls`: ThiNet's greedy selection, the kept channels unscaled;
 * `thinet`: greedy selection and least squares (the paper's method).
 
+With `--together`, the ten groups are pruned at once to each keep ratio
+(statistics of the unpruned model, as `train.sweep`): accuracy right after
+pruning, and after a fixed short fine-tune of every variant
+(`--finetune-steps` SGD steps of 128 images at the constant learning rate
+0.005, masked so pruned channels stay zero; `sweep.finetune_variants`).
+Every method runs with seeds 0, 1, 2: the seed picks random's channels and
+the fine-tune's batches.
+
 Statistics are collected once, as `configs/fmnist_vgg16_sweep.py` says (100
 training images per class, 10 samples each); each (group, method) is one
 `sweep.plan` and one `sweep.evaluate_sweep`, the K ratios in one vmapped
@@ -24,18 +33,23 @@ pass. Accuracy is on the first `--eval-batches` x 128 test images (default
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import pathlib
 import statistics
 import time
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from thinet_jax import groups, models, stats, sweep, train
+from thinet_jax import groups, models, profile, stats, sweep, train
 from thinet_jax import report as report_lib
 
-OUT = pathlib.Path(__file__).resolve().parent / "selection.json"
+HERE = pathlib.Path(__file__).resolve().parent
+OUT = HERE / "selection.json"
+OUT_TOGETHER = HERE / "selection_together.json"
 RATIOS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # Method -> (criterion, least squares).
 METHODS = {
@@ -45,7 +59,8 @@ METHODS = {
   "thinet_no_ls": ("thinet", False),
   "thinet": ("thinet", True),
 }
-SEEDS = (0, 1, 2)  # Only where randomness enters (the random method).
+SEEDS = (0, 1, 2)  # Where randomness enters: random; every fine-tune.
+FINETUNE_LR = 0.005  # The sweep config's; constant.
 
 
 def per_layer(spec, variables, group_stats, ratios, eval_batches, seeds):
@@ -76,30 +91,92 @@ def per_layer(spec, variables, group_stats, ratios, eval_batches, seeds):
   return out
 
 
+def _over_seeds(per_seed: list[list[float]]) -> list[tuple[float, float]]:
+  """Per ratio: (mean, spread) over seeds (spread 0 for one seed)."""
+  return [
+    (
+      statistics.fmean(column),
+      statistics.stdev(column) if len(column) > 1 else 0.0,
+    )
+    for column in zip(*per_seed, strict=True)
+  ]
+
+
 def summarise(layers: dict, n_ratios: int) -> dict:
   """method -> {"accuracy", "relative_error"}: per ratio, (mean, spread)
   of the mean over groups; the spread is over seeds (0 for one seed)."""
   out = {}
   for method in METHODS:
-    entry = {}
-    for key in ("accuracy", "relative_error"):
-      per_seed = [
+    n_seeds = len(next(iter(layers.values()))[method])
+    out[method] = {
+      key: _over_seeds([
         [
           statistics.fmean(layers[g][method][s][key][k] for g in layers)
           for k in range(n_ratios)
         ]
-        for s in range(len(next(iter(layers.values()))[method]))
-      ]
-      entry[key] = [
-        (
-          statistics.fmean(v[k] for v in per_seed),
-          statistics.stdev(v[k] for v in per_seed) if len(per_seed) > 1
-          else 0.0,
-        )
-        for k in range(n_ratios)
-      ]  # fmt: skip
-    out[method] = entry
+        for s in range(n_seeds)
+      ])
+      for key in ("accuracy", "relative_error")
+    }  # fmt: skip
   return out
+
+
+def together(spec, variables, group_stats, ratios, eval_batches, seeds,
+             finetune, image_size):  # fmt: skip
+  """All groups pruned at once by every method, with every seed.
+
+  `finetune(stacked, masks, seed)` returns the fine-tuned stacked variants.
+  Returns {method: [per seed: {"seed", "counts" [K][groups],
+  "flops_fraction" [K], "accuracy" [K], "accuracy_finetuned" [K],
+  "relative_error" [K] (mean over groups)}]}.
+  """
+  base = profile.count(spec, image_size)["flops"]
+  out = {}
+  for method, (criterion, ls) in METHODS.items():
+    out[method] = []
+    for seed in seeds:
+      sw = sweep.plan(
+        spec, variables, group_stats, ratios, criterion=criterion,
+        least_squares=ls, key=jax.random.key(seed),
+      )  # fmt: skip
+      pruned = sweep.evaluate_sweep(spec, variables, sw, eval_batches())
+      tuned = sweep.evaluate_variants(
+        spec,
+        finetune(sweep.stack_variants(spec, variables, sw),
+                 sweep.param_masks(spec, variables, sw), seed),
+        eval_batches(),
+      )  # fmt: skip
+      out[method].append({
+        "seed": seed,
+        "counts": sw.counts.tolist(),
+        "flops_fraction": [c["flops"] / base
+                           for c in sw.costs(spec, image_size)],
+        "accuracy": [r["accuracy"] for r in pruned],
+        "accuracy_finetuned": [r["accuracy"] for r in tuned],
+        "relative_error": [
+          statistics.fmean(sweep.masked_errors_of(sw, group_stats, k).values())
+          for k in range(len(ratios))
+        ],
+      })  # fmt: skip
+      run = out[method][-1]
+      print(
+        f"together {method} seed {seed}: "
+        + " ".join(f"{a:.3f}" for a in run["accuracy"]) + " | tuned "
+        + " ".join(f"{a:.3f}" for a in run["accuracy_finetuned"]),
+        flush=True,
+      )  # fmt: skip
+  return out
+
+
+def summarise_together(runs: dict) -> dict:
+  """method -> {key: per ratio (mean, spread over seeds)}."""
+  return {
+    method: {
+      key: _over_seeds([r[key] for r in per_seed])
+      for key in ("accuracy", "accuracy_finetuned", "relative_error")
+    }
+    for method, per_seed in runs.items()
+  }
 
 
 def markdown(result: dict, key: str = "accuracy") -> str:
@@ -112,8 +189,8 @@ def markdown(result: dict, key: str = "accuracy") -> str:
   for method, entry in result["summary"].items():
     cells = []
     for mean, spread in entry[key]:
-      scale = 100 if key == "accuracy" else 1
-      digits = 2 if key == "accuracy" else 4
+      scale = 100 if key.startswith("accuracy") else 1
+      digits = 2 if key.startswith("accuracy") else 4
       cell = f"{scale * mean:.{digits}f}"
       if spread:
         cell += f" ± {scale * spread:.{digits}f}"
@@ -122,7 +199,16 @@ def markdown(result: dict, key: str = "accuracy") -> str:
   return "\n".join(lines)
 
 
-def _quick_setup():
+class Setup(NamedTuple):
+  spec: Any
+  variables: dict
+  group_stats: dict
+  eval_batches: Callable[[], list]  # a fresh iterable of test batches
+  train_batches: Callable[[int], Iterator]  # seed -> endless train batches
+  image_size: int
+
+
+def _quick_setup() -> Setup:
   """The quick model with random weights and random images: seconds."""
   import quick_model
 
@@ -138,10 +224,14 @@ def _quick_setup():
   group_stats = stats.collect_groups(
     spec, variables, names, lambda: [{"image": images}], progress=False
   )
-  return spec, variables, group_stats, lambda: batches
+  return Setup(
+    spec, variables, group_stats, lambda: batches,
+    lambda seed: itertools.cycle(batches[seed % 2 :] + batches[: seed % 2]),
+    size,
+  )  # fmt: skip
 
 
-def _setup(eval_batches: int):
+def _setup(eval_batches: int) -> Setup:
   """The shipped baseline, statistics as the sweep config says, the first
   `eval_batches` test batches."""
   from configs import fmnist_vgg16_sweep
@@ -157,40 +247,91 @@ def _setup(eval_batches: int):
     key=jax.random.key(config.seed), mode=config.stats_mode,
     samples_per_image=config.samples_per_image,
   )  # fmt: skip
-  return run.spec, run.variables, group_stats, run.eval_data
+  return Setup(
+    run.spec, run.variables, group_stats, run.eval_data,
+    lambda seed: run.train_data(config.seed + 1 + seed), config.image_size,
+  )  # fmt: skip
+
+
+def make_finetune(setup: Setup, steps: int):
+  """(stacked, masks, seed) -> `steps` masked SGD steps of every variant at
+  the constant `FINETUNE_LR` (the default config's momentum and weight
+  decay), on the train batches of that seed."""
+  from configs import default
+
+  config = default.get_config()
+  config.learning_rate, config.schedule = FINETUNE_LR, "constant"
+  config.warmup_epochs = 0.0
+  tx = train.optimizer(config, steps_per_epoch=1)
+
+  def finetune(stacked, masks, seed):
+    tuned, _ = sweep.finetune_variants(
+      setup.spec, stacked, masks, setup.train_batches(seed), tx, steps,
+      seed=seed,
+    )  # fmt: skip
+    return tuned
+
+  return finetune
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="tiny, random")
+  parser.add_argument(
+    "--together",
+    action="store_true",
+    help="all groups at once, with a short fine-tune",
+  )
   parser.add_argument("--eval-batches", type=int, default=10)
-  parser.add_argument("--out", default=str(OUT))
-  args = parser.parse_args()
+  parser.add_argument("--finetune-steps", type=int, default=50)
+  parser.add_argument("--out", default="")
+  args = parser.parse_args()  # fmt: skip
   start = time.perf_counter()
   if args.quick:
-    spec, variables, group_stats, eval_batches = _quick_setup()
+    setup = _quick_setup()
     ratios, seeds = (0.5, 0.75), SEEDS[:2]
+    args.finetune_steps = min(args.finetune_steps, 2)
   else:
-    spec, variables, group_stats, eval_batches = _setup(args.eval_batches)
+    setup = _setup(args.eval_batches)
     ratios, seeds = RATIOS, SEEDS
-  baseline = train.evaluate(spec, variables, eval_batches())["accuracy"]
-  layers = per_layer(spec, variables, group_stats, ratios, eval_batches, seeds)
-  images = sum(len(b["label"]) for b in eval_batches())
+  spec, variables, group_stats = setup[:3]
+  baseline = train.evaluate(spec, variables, setup.eval_batches())["accuracy"]
+  command = "python benchmarks/selection.py" + (
+    " --quick" if args.quick else f" --eval-batches {args.eval_batches}"
+  )
   result = {
     "machine": report_lib.machine(),
-    "command": "python benchmarks/selection.py"
-    + (" --quick" if args.quick else f" --eval-batches {args.eval_batches}"),
     "ratios": list(ratios),
     "seeds": list(seeds),
-    "eval_images": images,
+    "eval_images": sum(len(b["label"]) for b in setup.eval_batches()),
     "baseline_accuracy": baseline,
-    "layers": layers,
-    "summary": summarise(layers, len(ratios)),
-    "wall_s": time.perf_counter() - start,
   }
-  pathlib.Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+  if args.together:
+    command += f" --together --finetune-steps {args.finetune_steps}"
+    runs = together(
+      spec, variables, group_stats, ratios, setup.eval_batches, seeds,
+      make_finetune(setup, args.finetune_steps), setup.image_size,
+    )  # fmt: skip
+    result |= {
+      "finetune_steps": args.finetune_steps,
+      "finetune_lr": FINETUNE_LR,
+      "groups": list(group_stats),
+      "runs": runs,
+      "summary": summarise_together(runs),
+    }
+  else:
+    layers = per_layer(
+      spec, variables, group_stats, ratios, setup.eval_batches, seeds
+    )
+    result |= {"layers": layers, "summary": summarise(layers, len(ratios))}
+  result["command"] = command
+  result["wall_s"] = time.perf_counter() - start
+  out = args.out or str(OUT_TOGETHER if args.together else OUT)
+  pathlib.Path(out).write_text(json.dumps(result, indent=2) + "\n")
   print(markdown(result))
-  print(f"wrote {args.out}")
+  if args.together:
+    print(markdown(result, "accuracy_finetuned"))
+  print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,11 @@ def get_config(arg: str | None = None):
   # loss = (1 - w) CE + w T^2 KL (w = distill_weight; 0 = off).
   config.distill_weight = 0.5
   config.distill_temperature = 4.0
+  # "gap" (ThiNet-GAP / Tiny, VGG only): before the groups, the flatten +
+  # fc6-8 head becomes global average pooling and one dense layer fitted by
+  # least squares to the old logits, then fine-tuned; "" keeps the head.
+  config.head = ""
+  config.head_finetune_epochs = 0.2  # Fine-tune after the head surgery.
   config.stats_mode = "sampled"  # "sampled" (paper) or "exhaustive".
   config.images_per_class = 100  # Statistics images per class (paper: 10).
   config.samples_per_image = 10  # (position, channel) samples per image.

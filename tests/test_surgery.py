@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from thinet_jax import groups, models, presets, profile, surgery
+from thinet_jax.spec import ModelSpec
 
 from conftest import SPECS, random_variables
 
@@ -170,3 +171,77 @@ def test_prune_is_traceable_and_does_not_modify_inputs():
   )(variables, jnp.array([1.5, 0.5]))
   assert out["params"]["res2a"]["branch2c"]["kernel"].shape == (1, 1, 2, 8)
   jax.tree.map(np.testing.assert_array_equal, variables, before)
+
+
+def _images(spec, n, size, seed):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, size, size, spec.in_channels)).astype(np.float32)
+  return [{"image": x[i : i + 16]} for i in range(0, n, 16)]
+
+
+def test_gap_head_recovers_a_planted_linear_head():
+  """A 1x1 map flattened is its own average: the fc head *is* linear in
+  the pooled features, so the fit must find fc6 itself (on the channels
+  that are not dead on every image), and the same logits."""
+  spec = ModelSpec(
+    family="vgg", layers=(4, "M", 6, "M", 5), head="fc",
+    batch_norm=True, num_classes=3, in_channels=2,
+  )  # fmt: skip  # 4x4 images: conv3's map is 1x1, no final pool.
+  variables = random_variables(spec, 4)
+  batches = _images(spec, 64, 4, seed=3)
+  gap, new_vars, info = surgery.gap_head(spec, variables, batches, ridge=0.0)
+  assert gap.head == "gap" and gap.layers == spec.layers
+  assert info["images"] == 64 and info["relative_error"] < 1e-8
+  x = np.concatenate([b["image"] for b in batches])
+  f = models.consumer_inputs(gap, new_vars, x, ["fc"])["fc"]
+  live = np.asarray(f).max((0, 1, 2)) > 0
+  assert live.sum() >= 2
+  np.testing.assert_allclose(
+    new_vars["params"]["fc"]["kernel"][live],
+    variables["params"]["fc6"]["kernel"][live], rtol=1e-4, atol=1e-5,
+  )  # fmt: skip
+  np.testing.assert_allclose(
+    _logits(gap, new_vars, x), _logits(spec, variables, x), rtol=1e-4,
+    atol=1e-4,
+  )  # fmt: skip
+
+
+def test_gap_head_is_the_least_squares_fit_to_the_old_logits():
+  """Against NumPy's lstsq on the last conv's output averaged over
+  positions (captured before pool5 by another path), for a head with a
+  hidden layer and ReLU that no linear head reproduces exactly."""
+  spec = SPECS["vgg_bn_fc"]
+  variables = random_variables(spec, SIZE, seed=4)
+  batches = _images(spec, 48, SIZE, seed=5)
+  gap, new_vars, info = surgery.gap_head(spec, variables, batches, ridge=0.0)
+  x = np.concatenate([b["image"] for b in batches])
+  last = spec.vgg_conv_names()[-1]
+  f = np.asarray(models.producer_outputs(spec, variables, x, [last])[last])
+  a = np.concatenate([f.mean((1, 2)), np.ones((len(x), 1))], 1)
+  z = _logits(spec, variables, x)
+  solution, *_ = np.linalg.lstsq(a.astype(np.float64), z, rcond=None)
+  np.testing.assert_allclose(
+    new_vars["params"]["fc"]["kernel"], solution[:-1], rtol=1e-3, atol=1e-4
+  )
+  np.testing.assert_allclose(
+    new_vars["params"]["fc"]["bias"], solution[-1], rtol=1e-3, atol=1e-4
+  )
+  residual = ((a @ solution - z) ** 2).sum() / (z**2).sum()
+  assert info["relative_error"] == pytest.approx(residual, rel=1e-3, abs=1e-7)
+  assert 1e-4 < info["relative_error"] < 1  # Not exact, better than zero.
+  assert "fc6" not in new_vars["params"] and "fc7" not in new_vars["params"]
+  # The other leaves are the old model's, untouched.
+  np.testing.assert_array_equal(
+    new_vars["params"]["conv2_1"]["kernel"],
+    variables["params"]["conv2_1"]["kernel"],
+  )
+
+
+def test_gap_head_rejects_what_it_cannot_replace():
+  with pytest.raises(ValueError, match="head"):
+    surgery.gap_head(SPECS["vgg_bn_gap"], {}, [])
+  with pytest.raises(ValueError, match="family"):
+    surgery.gap_head(presets.get("resnet-fmnist"), {}, [])
+  spec = SPECS["vgg_bn_fc"]
+  with pytest.raises(ValueError, match="at least one batch"):
+    surgery.gap_head(spec, random_variables(spec, SIZE), [])

@@ -313,9 +313,11 @@ def _prune_cmd(workdir, model, *extra):
 def test_prune_runlocal_end_to_end(tmp_path, small_model):
   """The default method (forward selection on centred statistics, centred
   fit towards the unpruned model's output, BatchNorm re-estimation,
-  distillation) to a FLOPs budget, end to end, then the criteria table."""
+  distillation) to a FLOPs budget after the ThiNet-GAP head surgery, end
+  to end, then the criteria table."""
   result = subprocess.run(
-    _prune_cmd(tmp_path, small_model, "--config.budget=0.85"),
+    _prune_cmd(tmp_path, small_model, "--config.budget=0.85",
+               "--config.head=gap"),
     capture_output=True, text=True, cwd=ROOT, timeout=900,
   )  # fmt: skip
   assert result.returncode == 0, result.stderr[-3000:]
@@ -341,6 +343,11 @@ def test_prune_runlocal_end_to_end(tmp_path, small_model):
   assert spec.layers[3] == kept["conv2_1"]
   assert list(spec.layers) == report["pruned"]["spec"]["layers"]
   assert f"conv2_1 | 32 -> {kept['conv2_1']}" in result.stdout
+  # The head: pool5 and fc6-8 gone, one dense layer on the pooled map.
+  head = report["head"]
+  assert spec.head == "gap" and spec.layers[-1] != "M" and not spec.fc_widths
+  assert head["params"] == report["baseline"]["params"] - 2 * 128 * 129
+  assert "| (gap head) |" in result.stdout
   # The criteria table script reads such reports.
   table = subprocess.run(
     [sys.executable, "benchmarks/criteria_table.py", str(tmp_path),
@@ -382,6 +389,11 @@ def test_prune_errors(tmp_path, small_model):
   assert (
     bad_ratio.returncode != 0 and "keep_ratio must be in" in bad_ratio.stderr
   )
+  bad_head = subprocess.run(
+    _prune_cmd(tmp_path, small_model, "--config.head=avg"),
+    capture_output=True, text=True, cwd=ROOT, timeout=300,
+  )  # fmt: skip
+  assert bad_head.returncode != 0 and "config.head must be" in bad_head.stderr
 
 
 def _final_variables(workdir):

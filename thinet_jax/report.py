@@ -95,6 +95,13 @@ def markdown_table(report: dict[str, Any]) -> str:
     f"| (baseline) | | {b['params']:,} | {profile.human(b['flops'])} | | | "
     f"{b['accuracy']:.4f} |"
   )
+  if "head" in report:  # ThiNet-GAP / Tiny: the head surgery came first.
+    h = report["head"]
+    lines.append(
+      f"| ({h['head']} head) | | {h['params']:,} | "
+      f"{profile.human(h['flops'])} | {h['relative_error']:.4f} | "
+      f"{h['accuracy_least_squares']:.4f} | {h['accuracy']:.4f} |"
+    )
   for s in report["steps"]:
     lines.append(
       f"| {s['group']} | {s['width_before']} -> {s['width_after']} | "

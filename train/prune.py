@@ -26,6 +26,7 @@ from thinet_jax import (
   report,
   sharding,
   stats,
+  surgery,
   sweep,
   train,
 )
@@ -64,16 +65,21 @@ def main(argv):
     )  # fmt: skip
     return variables
 
+  start_spec, start_vars, head = base_spec, base_vars, None
+  if config.head:  # ThiNet-GAP / Tiny: the new head first, then the groups.
+    start_spec, start_vars, head = _replace_head(
+      config, workdir, base_spec, base_vars, batches, finetune, evaluate
+    )
   names = list(config.groups) or [
-    g.name for g in groups.paper_groups(base_spec)
+    g.name for g in groups.paper_groups(start_spec)
   ]
   allocation = None
   if config.budget > 0:
     allocation = _allocate(
-      config, workdir, base_spec, base_vars, names, batches
+      config, workdir, start_spec, start_vars, names, batches
     )
   plans = pipeline.plan(
-    base_spec, names,
+    start_spec, names,
     list(config.keep_ratio)
     if isinstance(config.keep_ratio, tuple | list)
     else config.keep_ratio,
@@ -81,7 +87,7 @@ def main(argv):
     keep_counts=allocation and allocation["counts"],
   )  # fmt: skip
   spec, variables, records = pipeline.run_procedure(
-    base_spec, base_vars, plans,
+    start_spec, start_vars, plans,
     stats_batches=lambda i: batches(config.seed + i),
     finetune=finetune, evaluate=evaluate, workdir=workdir,
     image_size=config.image_size, seed=config.seed,
@@ -112,6 +118,8 @@ def main(argv):
   result["final_history"] = history  # One eval per final fine-tune epoch.
   if allocation is not None:
     result["allocation"] = allocation
+  if head is not None:
+    result["head"] = head
   if sharding.is_main_process():
     report.write(workdir, result)
   print(report.markdown_table(result))
@@ -122,6 +130,48 @@ def main(argv):
     f"{final['accuracy']:.4f}, FLOPs {base / now:.2f}x fewer; "
     f"report: {workdir}/report.md, model: {workdir}/model"
   )
+
+
+def _replace_head(config, workdir, spec, variables, batches, finetune,
+                  evaluate):  # fmt: skip
+  """`config.head` "gap": the fc head replaced by global average pooling
+  and a least-squares classifier (`surgery.gap_head`), then fine-tuned for
+  `head_finetune_epochs`. Stored under <workdir>/head, so a resumed run
+  reuses it. Returns (spec, variables, what it measured)."""
+  if config.head != "gap":
+    raise app.UsageError(
+      f'config.head must be "" (keep the head) or "gap", got {config.head!r}'
+    )
+  head_dir = os.path.join(workdir, "head")
+  done = os.path.join(head_dir, "head.json")
+  if os.path.exists(done):
+    spec, variables, _ = train.load_model(os.path.join(head_dir, "model"))
+    with open(done) as f:
+      return spec, variables, json.load(f)
+  spec, variables, info = surgery.gap_head(
+    spec, variables, batches(config.seed)
+  )
+  info["head"] = config.head
+  info |= {
+    k: profile.count(spec, config.image_size)[k] for k in ("params", "flops")
+  }
+  info["accuracy_least_squares"] = evaluate(spec, variables)["accuracy"]
+  print(
+    f"gap head: logits fit to {info['relative_error']:.4f} relative error "
+    f"on {info['images']} images; accuracy {info['accuracy_least_squares']:.4f}"
+  )
+  # Data seed config.seed: the group steps use seed + 1 + step.
+  variables = finetune(
+    spec, variables, os.path.join(head_dir, "finetune"),
+    config.head_finetune_epochs, config.finetune_lr, "fine-tune gap head", -1,
+  )  # fmt: skip
+  info["accuracy"] = evaluate(spec, variables)["accuracy"]
+  print(f"gap head: accuracy {info['accuracy']:.4f} after its fine-tune")
+  train.save_model(
+    os.path.join(head_dir, "model"), spec, variables, config.image_size
+  )
+  common.write_json(done, info)
+  return spec, variables, info
 
 
 def _allocate(config, workdir, spec, variables, names, batches) -> dict:
