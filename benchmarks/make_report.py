@@ -20,6 +20,7 @@ import sys
 import ablation
 import criteria_table
 import presets_table
+import recipes
 import selection
 
 from thinet_jax import report as report_lib
@@ -65,6 +66,18 @@ def ablation_provenance(result: dict) -> str:
 
 def _missing(command: str) -> str:
   return f"Not measured yet; `{command}` writes it."
+
+
+def _section(title, name, command, body, after=None) -> str:
+  """`## title`, then `body(result)` (lines) and the provenance of the JSON
+  file `name`, then `after(result)` (lines, e.g. a plot); or, while the
+  file is missing, which `command` writes it."""
+  result = _load(name)
+  out = [f"## {title}", ""]
+  if result is None:
+    return "\n".join(out + [_missing(command)])
+  out += body(result) + ["", provenance(result)]
+  return "\n".join(out + (after(result) if after else []))
 
 
 # --- Sections -------------------------------------------------------------
@@ -179,30 +192,28 @@ def section_procedure() -> str:
 
 
 def section_selection(plots: pathlib.Path | None) -> str:
-  out = ["## Selection methods, one layer at a time", ""]
-  result = _load("selection.json")
-  if result is None:
-    return "\n".join(out + [_missing("python benchmarks/selection.py")])
-  out.append(
-    "The paper's comparison (its Figure 4): every group of ThiNet-Conv "
-    "(conv1_1 .. conv4_3 of `vgg16-fmnist`) pruned *alone* to each keep "
-    "ratio, the rest of the network untouched, test accuracy right after "
-    "pruning (no fine-tuning), mean over the ten groups; random, weight "
-    "sum and APoZ with least squares, ThiNet's greedy without "
-    "(`thinet_no_ls`) and with it. Random: mean ± spread over seeds "
-    f"{', '.join(map(str, result['seeds']))}. On the first "
-    f"{result['eval_images']:,} test images (unpruned: "
-    f"{100 * result['baseline_accuracy']:.2f}%)."
-  )
-  out += ["", selection.markdown(result), ""]
-  out.append(
-    "Mean relative reconstruction error of the pruned group's consumer "
-    "output, on the statistics' samples:"
-  )
-  out += ["", selection.markdown(result, "relative_error"), ""]
-  out.append(provenance(result))
-  out += ["", f"![selection]({_plot_selection(result, plots)})"]
-  return "\n".join(out)
+  def body(result):
+    return [
+      "The paper's comparison (its Figure 4): every group of ThiNet-Conv "
+      "(conv1_1 .. conv4_3 of `vgg16-fmnist`) pruned *alone* to each keep "
+      "ratio, the rest of the network untouched, test accuracy right after "
+      "pruning (no fine-tuning), mean over the ten groups; random, weight "
+      "sum and APoZ with least squares, ThiNet's greedy without "
+      "(`thinet_no_ls`) and with it. Random: mean ± spread over seeds "
+      f"{', '.join(map(str, result['seeds']))}. On the first "
+      f"{result['eval_images']:,} test images (unpruned: "
+      f"{100 * result['baseline_accuracy']:.2f}%).",
+      "", selection.markdown(result), "",
+      "Mean relative reconstruction error of the pruned group's consumer "
+      "output, on the statistics' samples:",
+      "", selection.markdown(result, "relative_error"),
+    ]  # fmt: skip
+
+  return _section(
+    "Selection methods, one layer at a time", "selection.json",
+    "python benchmarks/selection.py", body,
+    lambda result: ["", f"![selection]({_plot_selection(result, plots)})"],
+  )  # fmt: skip
 
 
 def _plot_selection(result: dict, plots: pathlib.Path | None) -> str:
@@ -243,6 +254,101 @@ def _plot_selection(result: dict, plots: pathlib.Path | None) -> str:
   return _save(fig, plots, "selection.png")
 
 
+def section_selection_together(plots: pathlib.Path | None) -> str:
+  def body(result):
+    fractions = result["runs"]["thinet"][0]["flops_fraction"]
+    return [
+      "All ten groups of ThiNet-Conv pruned at once to each keep ratio "
+      "(statistics of the unpruned model), accuracy right after pruning "
+      f"and after a fixed short fine-tune: {result['finetune_steps']} SGD "
+      f"steps of 128 images at the constant learning rate "
+      f"{result['finetune_lr']:g} (momentum 0.9, weight decay 5e-4), each "
+      "variant as the real smaller model. Mean ± spread over seeds "
+      f"{', '.join(map(str, result['seeds']))} for every method (the seed "
+      "picks random's channels and the fine-tune's batches). FLOPs left: "
+      + ", ".join(f"{100 * f:.0f}%" for f in fractions)
+      + f". On the first {result['eval_images']:,} test images (unpruned: "
+      f"{100 * result['baseline_accuracy']:.2f}%).",
+      "", "Right after pruning:", "", selection.markdown(result), "",
+      f"After {result['finetune_steps']} fine-tuning steps:", "",
+      selection.markdown(result, "accuracy_finetuned"),
+    ]  # fmt: skip
+
+  return _section(
+    "Selection methods, all groups together", "selection_together.json",
+    "python benchmarks/selection.py --together", body,
+    lambda result: [
+      "", f"![selection together]({_plot_together(result, plots)})"
+    ],
+  )  # fmt: skip
+
+
+def _plot_together(result: dict, plots: pathlib.Path | None) -> str:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+  titles = ("right after pruning", f"after {result['finetune_steps']} steps")
+  for ax, key, title in zip(
+    axes, ("accuracy", "accuracy_finetuned"), titles, strict=True
+  ):
+    for method, entry in result["summary"].items():
+      ax.errorbar(
+        result["ratios"], [100 * m for m, _ in entry[key]],
+        yerr=[100 * d for _, d in entry[key]], marker="o", ms=3,
+        label=method,
+      )  # fmt: skip
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("keep ratio (every group)")
+  axes[0].set_ylabel("test accuracy (%)")
+  axes[1].legend(fontsize=8)
+  fig.tight_layout()
+  return _save(fig, plots, "selection_together.png")
+
+
+def section_recipes() -> str:
+  out = ["## The paper's recipes on the CPU-sized models", ""]
+  result = _load("recipes.json")
+  if result is None:
+    return "\n".join(out + [_missing("python benchmarks/recipes.py")])
+  rows = result["rows"]
+  out.append(
+    "ThiNet as published (`:paper`) and the same schedule with weight-sum "
+    "selection (also with least squares): 0.1 epoch of fine-tuning after "
+    "each group, 0.2 after the last group of a stage, then a 1-epoch final "
+    "fine-tune (the main job's schedule, shorter than the paper's). "
+    "ThiNet-Conv: conv1_1 .. conv4_3 at half width; ThiNet-GAP: the same "
+    "after the fc head became global average pooling and one dense layer "
+    "fitted by least squares to the old logits (0.2 epoch fine-tune); "
+    "ThiNet-Tiny: every conv at a quarter width (conv5_3 half) with the GAP "
+    "head; ThiNet-70/50/30: branch2a and branch2b of every `resnet-fmnist` "
+    "block at 0.7/0.5/0.3. `benchmarks/recipes.py` documents the rows."
+  )
+  out += ["", recipes.markdown(rows), ""]
+  by_criteria: dict[tuple, list[str]] = {}
+  keys = {label: key for key, (label, _, _) in recipes.RECIPES.items()}
+  for recipe in dict.fromkeys(r["recipe"] for r in rows):
+    done = tuple(r["criterion"] for r in rows if r["recipe"] == recipe)
+    by_criteria.setdefault(done, []).append(keys[recipe])
+  command = "`; `".join(
+    f"python benchmarks/recipes.py --rows {' '.join(names)} --criteria "
+    f"{' '.join(criteria)}"
+    for criteria, names in by_criteria.items()
+  )
+  wall = sum(r["wall_s"] for r in rows) / 60
+  devices = "2 virtual CPU devices per run (the script's default XLA_FLAGS)"
+  out.append("  \n".join([
+    f"Reproduce: `{command}` (each row's `train.prune` command is in "
+    "`benchmarks/recipes.json`)",
+    f"Machine: {machine_line(result, devices)}.",
+    f"Wall time of the {len(rows)} runs: {wall:.0f} min in all (other runs "
+    "shared the 2 cores).",
+  ]))  # fmt: skip
+  return "\n".join(out)
+
+
 def section_sweep_criteria() -> str:
   out = ["## The criteria at every compression, all groups at once", ""]
   result = _load("results/fmnist_vgg16_sweep/sweep.json")
@@ -281,64 +387,62 @@ def section_presets() -> str:
 
 
 def section_stats_speed() -> str:
-  result = _load("stats_speed.json")
-  out = ["## Statistics collection against a forward pass", ""]
-  if result is None:
-    return "\n".join(out + [_missing("python benchmarks/stats_speed.py")])
-  out.append(
-    "`stats.collect` of one group per stage of `vgg16-fmnist` (the jitted "
-    "forward to the consumer, the Gram matrix of its input's contributions "
-    "with the sums and zero counts beside it, float64 sums on the host) "
-    f"per {result['batch_size']}-image batch, against one jitted forward "
-    "pass of the whole network on the same batch "
-    f"({1e3 * result['forward_per_batch_s']:.1f} ms; "
-    f"{result['devices']} devices). Steady cost: (time of "
-    f"{result['batches']} batches - time of {result['batches'] // 2}) / "
-    f"{result['batches'] // 2}; the first call ({result['batches'] // 2} "
-    "batches) includes compiling."
-  )
-  out += ["", "| group | mode | per batch | x forward pass | first call |",
-          "|---|---|---:|---:|---:|"]  # fmt: skip
-  for r in result["rows"]:
-    out.append(
-      f"| {r['group']} | {r['mode']} | {1e3 * r['per_batch_s']:.1f} ms | "
-      f"{r['ratio']:.2f} | {r['first_call_s']:.1f} s |"
-    )
-  out += ["", provenance(result)]
-  return "\n".join(out)
+  def body(result):
+    out = [
+      "`stats.collect` of one group per stage of `vgg16-fmnist` (the jitted "
+      "forward to the consumer, the Gram matrix of its input's contributions "
+      "with the sums and zero counts beside it, float64 sums on the host) "
+      f"per {result['batch_size']}-image batch, against one jitted forward "
+      "pass of the whole network on the same batch "
+      f"({1e3 * result['forward_per_batch_s']:.1f} ms; "
+      f"{result['devices']} devices). Steady cost: (time of "
+      f"{result['batches']} batches - time of {result['batches'] // 2}) / "
+      f"{result['batches'] // 2}; the first call ({result['batches'] // 2} "
+      "batches) includes compiling.",
+      "", "| group | mode | per batch | x forward pass | first call |",
+      "|---|---|---:|---:|---:|",
+    ]  # fmt: skip
+    for r in result["rows"]:
+      out.append(
+        f"| {r['group']} | {r['mode']} | {1e3 * r['per_batch_s']:.1f} ms | "
+        f"{r['ratio']:.2f} | {r['first_call_s']:.1f} s |"
+      )
+    return out
+
+  return _section(
+    "Statistics collection against a forward pass", "stats_speed.json",
+    "python benchmarks/stats_speed.py", body,
+  )  # fmt: skip
 
 
 def section_greedy(plots: pathlib.Path | None) -> str:
-  result = _load("greedy_speed.json")
-  out = ["## Selection speed against the official algorithm", ""]
-  if result is None:
-    return "\n".join(out + [_missing("python benchmarks/greedy_speed.py")])
-  out.append(
-    "ThiNet's greedy selection and least-squares rescaling at keep 0.5 from "
-    "the Gram matrix (`select.greedy_order` + `reconstruct.ridge_scales`) "
-    "against the official code's NumPy loop over candidates, on the same "
-    "samples; the kept sets agree."
-  )
-  out += [
-    "",
-    "| C | samples | official loop | Gram matmul | select + fit | ours total "
-    "| speed-up | select / Gram | same kept set |",
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-  ]
-  for r in result["rows"]:
-    out.append(
-      f"| {r['channels']} | {r['samples']:,} | {r['official_s']:.3f} s | "
-      f"{1e3 * r['gram_s']:.1f} ms | {1e3 * r['select_and_fit_s']:.2f} ms | "
-      f"{1e3 * r['ours_total_s']:.1f} ms | {r['speedup']:.0f}x | "
-      f"{r['select_over_gram']:.2f} | {'yes' if r['same_kept_set'] else 'NO'} |"
-    )
-  out += [
-    "",
-    provenance(result),
-    "",
-    f"![greedy]({_plot_greedy(result, plots)})",
-  ]
-  return "\n".join(out)
+  def body(result):
+    out = [
+      "ThiNet's greedy selection and least-squares rescaling at keep 0.5 "
+      "from the Gram matrix (`select.greedy_order` + "
+      "`reconstruct.ridge_scales`) against the official code's NumPy loop "
+      "over candidates, on the same samples; the kept sets agree.",
+      "",
+      "| C | samples | official loop | Gram matmul | select + fit | ours "
+      "total | speed-up | select / Gram | same kept set |",
+      "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]  # fmt: skip
+    for r in result["rows"]:
+      same = "yes" if r["same_kept_set"] else "NO"
+      out.append(
+        f"| {r['channels']} | {r['samples']:,} | {r['official_s']:.3f} s | "
+        f"{1e3 * r['gram_s']:.1f} ms | "
+        f"{1e3 * r['select_and_fit_s']:.2f} ms | "
+        f"{1e3 * r['ours_total_s']:.1f} ms | {r['speedup']:.0f}x | "
+        f"{r['select_over_gram']:.2f} | {same} |"
+      )
+    return out
+
+  return _section(
+    "Selection speed against the official algorithm", "greedy_speed.json",
+    "python benchmarks/greedy_speed.py", body,
+    lambda result: ["", f"![greedy]({_plot_greedy(result, plots)})"],
+  )  # fmt: skip
 
 
 def _plot_greedy(result: dict, plots: pathlib.Path | None) -> str:
@@ -363,88 +467,93 @@ def _plot_greedy(result: dict, plots: pathlib.Path | None) -> str:
 
 
 def section_latency() -> str:
-  result = _load("latency.json")
-  out = ["## Measured speed-up of the pruned model", ""]
-  if result is None:
-    return "\n".join(out + [_missing("python benchmarks/latency.py ...")])
-  s = result["summary"]
-  o, p = result["models"]["original"], result["models"]["pruned"]
-  out.append(
-    f"FLOPs reduction {s['flops_reduction']:.2f}x. Median of many jitted "
-    "calls after compilation, on this CPU."
-  )
-  out += ["", "| measure | original | pruned | speed-up | of FLOPs reduction |",
-          "|---|---:|---:|---:|---:|"]  # fmt: skip
-  batches = sorted(
-    int(k.removeprefix("infer_b").removesuffix("_speedup"))
-    for k in s if k.startswith("infer_b") and k.endswith("_speedup")
+  def body(result):
+    s = result["summary"]
+    o, p = result["models"]["original"], result["models"]["pruned"]
+    out = [
+      f"FLOPs reduction {s['flops_reduction']:.2f}x. Median of many jitted "
+      "calls after compilation, on this CPU.",
+      "", "| measure | original | pruned | speed-up | of FLOPs reduction |",
+      "|---|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    batches = sorted(
+      int(k.removeprefix("infer_b").removesuffix("_speedup"))
+      for k in s if k.startswith("infer_b") and k.endswith("_speedup")
+    )  # fmt: skip
+    for b in batches:
+      key = f"infer_b{b}_s"
+      out.append(
+        f"| inference, batch {b} | {1e3 * o[key]:.2f} ms | "
+        f"{1e3 * p[key]:.2f} ms | {s[f'infer_b{b}_speedup']:.2f}x | "
+        f"{100 * s[f'infer_b{b}_speedup_over_flops_reduction']:.0f}% |"
+      )
+    b = max(batches)
+    key = f"train_step_b{b}_s"
+    if key in o:
+      speedup = s[f"train_b{b}_speedup"]
+      out.append(
+        f"| training step, batch {b} | {1e3 * o[key]:.0f} ms | "
+        f"{1e3 * p[key]:.0f} ms | {speedup:.2f}x | "
+        f"{100 * speedup / s['flops_reduction']:.0f}% |"
+      )
+    return out
+
+  return _section(
+    "Measured speed-up of the pruned model", "latency.json",
+    "python benchmarks/latency.py ...", body,
   )  # fmt: skip
-  for b in batches:
-    key = f"infer_b{b}_s"
-    out.append(
-      f"| inference, batch {b} | {1e3 * o[key]:.2f} ms | {1e3 * p[key]:.2f} ms "
-      f"| {s[f'infer_b{b}_speedup']:.2f}x | "
-      f"{100 * s[f'infer_b{b}_speedup_over_flops_reduction']:.0f}% |"
-    )
-  b = max(batches)
-  key = f"train_step_b{b}_s"
-  if key in o:
-    speedup = s[f"train_b{b}_speedup"]
-    out.append(
-      f"| training step, batch {b} | {1e3 * o[key]:.0f} ms | "
-      f"{1e3 * p[key]:.0f} ms | {speedup:.2f}x | "
-      f"{100 * speedup / s['flops_reduction']:.0f}% |"
-    )
-  out += ["", provenance(result)]
-  return "\n".join(out)
 
 
 def section_sweep() -> str:
-  result = _load("sweep_speed.json")
-  out = ["## A K-ratio sweep in one vmapped call", ""]
-  if result is None:
-    return "\n".join(out + [_missing("python benchmarks/sweep_speed.py")])
-  k, n = result["variants"], result["images"]
-  out.append(
-    f"{k} keep ratios ({', '.join(map(str, result['ratios']))}) of "
-    f"ThiNet-Conv's groups, evaluated on {n} images (seconds, after "
-    "compilation; `benchmarks/sweep_speed.py` defines each way)."
-  )
-  out += ["", "| way | seconds | loop of masked models / this |",
-          "|---|---:|---:|"]  # fmt: skip
-  loop = result["loop_masked_s"]
-  for key, label in (
-    ("shared_s", "shared kernels, one vmapped call"),
-    ("vmapped_s", "stacked variants, one vmapped call"),
-    ("one_variant_s", "one variant"),
-    ("loop_masked_s", f"loop of {k} masked variants"),
-    ("loop_materialised_s", f"loop of {k} real smaller models"),
-  ):  # fmt: skip
-    out.append(f"| {label} | {result[key]:.2f} | {loop / result[key]:.2f} |")
-  out.append(
-    f"| (compiling the {k} smaller models) | "
-    f"{result['loop_materialised_compile_s']:.2f} | |"
-  )
-  out += ["", provenance(result)]
-  return "\n".join(out)
+  def body(result):
+    k, n = result["variants"], result["images"]
+    out = [
+      f"{k} keep ratios ({', '.join(map(str, result['ratios']))}) of "
+      f"ThiNet-Conv's groups, evaluated on {n} images (seconds, after "
+      "compilation; `benchmarks/sweep_speed.py` defines each way).",
+      "", "| way | seconds | loop of masked models / this |",
+      "|---|---:|---:|",
+    ]  # fmt: skip
+    loop = result["loop_masked_s"]
+    for key, label in (
+      ("shared_s", "shared kernels, one vmapped call"),
+      ("vmapped_s", "stacked variants, one vmapped call"),
+      ("one_variant_s", "one variant"),
+      ("loop_masked_s", f"loop of {k} masked variants"),
+      ("loop_materialised_s", f"loop of {k} real smaller models"),
+    ):  # fmt: skip
+      out.append(f"| {label} | {result[key]:.2f} | {loop / result[key]:.2f} |")
+    out.append(
+      f"| (compiling the {k} smaller models) | "
+      f"{result['loop_materialised_compile_s']:.2f} | |"
+    )
+    return out
+
+  return _section(
+    "A K-ratio sweep in one vmapped call", "sweep_speed.json",
+    "python benchmarks/sweep_speed.py", body,
+  )  # fmt: skip
 
 
 def section_devices() -> str:
-  result = _load("devices_speed.json")
-  out = ["## Data parallelism over virtual CPU devices", ""]
-  if result is None:
-    return "\n".join(out + [_missing("python benchmarks/devices_speed.py")])
-  out += ["| devices | batch | train step | train img/s | speed-up "
-          "| eval img/s | speed-up |",
-          "|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-  for r in result["rows"]:
-    out.append(
-      f"| {r['devices']} | {r['batch']} | {1e3 * r['train_step_s']:.0f} ms | "
-      f"{r['train_images_per_s']:.0f} | {r['train_speedup']:.2f}x | "
-      f"{r['eval_images_per_s']:.0f} | {r['eval_speedup']:.2f}x |"
-    )
-  out += ["", provenance(result)]
-  return "\n".join(out)
+  def body(result):
+    out = [
+      "| devices | batch | train step | train img/s | speed-up "
+      "| eval img/s | speed-up |",
+      "|---:|---:|---:|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for r in result["rows"]:
+      out.append(
+        f"| {r['devices']} | {r['batch']} | {1e3 * r['train_step_s']:.0f} ms "
+        f"| {r['train_images_per_s']:.0f} | {r['train_speedup']:.2f}x | "
+        f"{r['eval_images_per_s']:.0f} | {r['eval_speedup']:.2f}x |"
+      )
+    return out
+
+  return _section(
+    "Data parallelism over virtual CPU devices", "devices_speed.json",
+    "python benchmarks/devices_speed.py", body,
+  )  # fmt: skip
 
 
 def _save(fig, plots: pathlib.Path | None, name: str) -> str:
@@ -471,7 +580,9 @@ def render(plots: pathlib.Path | None = PLOTS) -> str:
     header,
     section_ablation(plots),
     section_selection(plots),
+    section_selection_together(plots),
     section_sweep_criteria(),
+    section_recipes(),
     section_procedure(),
     section_stats_speed(),
     section_greedy(plots),

@@ -33,6 +33,7 @@ pass. Accuracy is on the first `--eval-batches` x 128 test images (default
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import pathlib
@@ -42,6 +43,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from thinet_jax import groups, models, profile, stats, sweep, train
@@ -125,7 +127,8 @@ def together(spec, variables, group_stats, ratios, eval_batches, seeds,
              finetune, image_size):  # fmt: skip
   """All groups pruned at once by every method, with every seed.
 
-  `finetune(stacked, masks, seed)` returns the fine-tuned stacked variants.
+  `finetune(spec, variables, seed)` returns the fine-tuned variables of
+  one (materialised, smaller) variant.
   Returns {method: [per seed: {"seed", "counts" [K][groups],
   "flops_fraction" [K], "accuracy" [K], "accuracy_finetuned" [K],
   "relative_error" [K] (mean over groups)}]}.
@@ -140,12 +143,12 @@ def together(spec, variables, group_stats, ratios, eval_batches, seeds,
         least_squares=ls, key=jax.random.key(seed),
       )  # fmt: skip
       pruned = sweep.evaluate_sweep(spec, variables, sw, eval_batches())
-      tuned = sweep.evaluate_variants(
-        spec,
-        finetune(sweep.stack_variants(spec, variables, sw),
-                 sweep.param_masks(spec, variables, sw), seed),
-        eval_batches(),
-      )  # fmt: skip
+      tuned = []
+      for k in range(len(ratios)):  # Real smaller models, one at a time.
+        small = sweep.materialize(spec, variables, sw, k)
+        tuned.append(
+          train.evaluate(small[0], finetune(*small, seed), eval_batches())
+        )
       out[method].append({
         "seed": seed,
         "counts": sw.counts.tolist(),
@@ -254,9 +257,16 @@ def _setup(eval_batches: int) -> Setup:
 
 
 def make_finetune(setup: Setup, steps: int):
-  """(stacked, masks, seed) -> `steps` masked SGD steps of every variant at
-  the constant `FINETUNE_LR` (the default config's momentum and weight
-  decay), on the train batches of that seed."""
+  """(spec, variables, seed) -> variables after `steps` SGD steps at the
+  constant `FINETUNE_LR` (the default config's momentum and weight decay)
+  on the train batches of that seed.
+
+  Each variant is fine-tuned as the real smaller model, one after another:
+  `sweep.finetune_variants` (all K masked variants in one vmapped step)
+  took ~50 s a step here against ~2 s for the loop over K, since XLA's CPU
+  backend runs a convolution vmapped over its kernel far slower than K
+  convolutions (measured while two other jobs shared the 2 cores).
+  """
   from configs import default
 
   config = default.get_config()
@@ -264,12 +274,17 @@ def make_finetune(setup: Setup, steps: int):
   config.warmup_epochs = 0.0
   tx = train.optimizer(config, steps_per_epoch=1)
 
-  def finetune(stacked, masks, seed):
-    tuned, _ = sweep.finetune_variants(
-      setup.spec, stacked, masks, setup.train_batches(seed), tx, steps,
-      seed=seed,
-    )  # fmt: skip
-    return tuned
+  @functools.cache
+  def step_of(spec):  # One compile per shape (the ratios repeat).
+    return jax.jit(train.make_train_step(spec, tx), donate_argnums=0)
+
+  def finetune(spec, variables, seed):
+    state = train.create_state(jax.tree.map(jnp.array, variables), tx)
+    step, mesh = step_of(spec), train.data_mesh()
+    batches = iter(setup.train_batches(seed))
+    for _ in range(steps):
+      state, _ = step(state, train.shard_batch(next(batches), mesh))
+    return train.variables_of(state)
 
   return finetune
 

@@ -11,11 +11,12 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def _quick(script, tmp_path):
+def _quick(script, tmp_path, *extra):
   """Runs `benchmarks/<script> --quick` and returns the JSON it wrote."""
   out = tmp_path / "out.json"
   result = subprocess.run(
-    [sys.executable, f"benchmarks/{script}", "--quick", f"--out={out}"],
+    [sys.executable, f"benchmarks/{script}", "--quick", f"--out={out}",
+     *extra],
     capture_output=True, text=True, cwd=ROOT, timeout=600,
   )  # fmt: skip
   assert result.returncode == 0, result.stderr[-3000:]
@@ -149,6 +150,46 @@ def test_selection_quick_matches_a_materialised_pruned_model(tmp_path):
       assert entry["accuracy"][k][0] == pytest.approx(np.mean(means))
 
 
+def test_selection_together_quick_prunes_all_groups_for_real(tmp_path):
+  """--together: every group pruned at once. ThiNet's cells right after
+  pruning equal the groups pruned for real one after another (greedy
+  order, least squares, surgery); the summary is the mean and spread over
+  seeds; fine-tuned cells are accuracies of the same variants."""
+  report = _quick("selection.py", tmp_path, "--together")
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import selection
+
+  from thinet_jax import groups, reconstruct, select, surgery, train
+
+  spec, variables, group_stats, eval_batches = selection._quick_setup()[:4]
+  assert report["groups"] == list(group_stats)
+  assert report["finetune_steps"] == 2
+  for k, ratio in enumerate(report["ratios"]):
+    small = spec, variables
+    for name, st in group_stats.items():
+      group = groups.get(small[0], name)
+      keep = select.keep_indices(
+        select.greedy_order(st.gram), select.keep_count(group.width, ratio)
+      )
+      scales = reconstruct.ridge_scales(st.gram, keep)
+      small = surgery.prune(*small, group, keep, scales)
+    acc = train.evaluate(*small, eval_batches())["accuracy"]
+    for run in report["runs"]["thinet"]:
+      assert run["accuracy"][k] == acc
+      assert run["counts"][k] == [groups.get(small[0], n).width
+                                  for n in group_stats]  # fmt: skip
+  for method, runs in report["runs"].items():
+    assert [r["seed"] for r in runs] == report["seeds"]
+    for key in ("accuracy", "accuracy_finetuned", "relative_error"):
+      for k in range(len(report["ratios"])):
+        values = [r[key][k] for r in runs]
+        mean, spread = report["summary"][method][key][k]
+        assert mean == pytest.approx(np.mean(values))
+        assert spread == pytest.approx(np.std(values, ddof=1))
+    for r in runs:
+      assert all(0 <= a <= 1 for a in r["accuracy_finetuned"])
+
+
 def test_stats_speed_quick(tmp_path):
   report = _quick("stats_speed.py", tmp_path)
   assert [(r["group"], r["mode"]) for r in report["rows"]] == [
@@ -157,3 +198,26 @@ def test_stats_speed_quick(tmp_path):
   for r in report["rows"]:
     assert r["first_call_s"] > 0 and r["per_batch_s"] >= 0
     assert r["ratio"] == r["per_batch_s"] / report["forward_per_batch_s"]
+
+
+def test_recipes_quick_tabulates_the_run_it_made(tmp_path):
+  """ThiNet-Tiny (runlocal: two groups at a quarter width after the GAP
+  head) through train.prune; the row is that run's report."""
+  report = _quick("recipes.py", tmp_path)
+  (row,) = report["rows"]
+  assert (row["recipe"], row["criterion"]) == ("ThiNet-Tiny", "thinet")
+  run = json.loads((tmp_path / "out_runs" / "vgg-tiny-thinet" /
+                    "report.json").read_text())  # fmt: skip
+  assert row["accuracy"] == run["pruned"]["accuracy"]
+  assert row["params"] == run["pruned"]["params"]
+  assert row["head_accuracy"] == run["head"]["accuracy_least_squares"]
+  assert run["pruned"]["spec"]["head"] == "gap"
+  assert [(s["group"], s["width_after"]) for s in run["steps"]] == [
+    ("conv1_1", 4), ("conv2_1", 8)
+  ]  # fmt: skip
+  assert run["config"]["criterion"] == "thinet"
+  assert run["config"]["centred"] is False  # `:paper`
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import recipes
+
+  assert "| ThiNet-Tiny | thinet |" in recipes.markdown(report["rows"])

@@ -1,0 +1,188 @@
+"""The paper's recipes on the CPU-sized models, against weight sum.
+
+  python benchmarks/recipes.py                    # every row: hours
+  python benchmarks/recipes.py --rows gap tiny --criteria thinet
+  python benchmarks/recipes.py --finished-only    # tabulate, run nothing
+  python benchmarks/recipes.py --quick --out /tmp/r.json   # tests
+
+Every (recipe, criterion) is one `train.prune` run of ThiNet as published
+(`:paper`) under the main job's schedule (0.1 epoch of fine-tuning after a
+group, 0.2 after the last of a stage, a 1-epoch final fine-tune), with
+the paper's greedy selection (`thinet`) or the L1 norm of the filters
+(`weight_sum`, also with least squares) in its place:
+
+* ThiNet-Conv: conv1_1 .. conv4_3 of `vgg16-fmnist` at half width
+  (configs/fmnist_vgg16_thinet.py);
+* ThiNet-GAP: the same after the fc head became global average pooling
+  and one dense layer (configs/fmnist_vgg16_thinet_gap.py);
+* ThiNet-Tiny: every conv at a quarter width, conv5_3 at half, GAP head
+  (configs/fmnist_vgg16_thinet_tiny.py);
+* ThiNet-70 / 50 / 30: branch2a and branch2b of every block of
+  `resnet-fmnist` at 0.7 / 0.5 / 0.3 (configs/fmnist_resnet_thinet.py).
+
+Runs live in <runs>/<row>; a finished one (report.json present) is read,
+not rerun, and an interrupted one resumes, so the command can be stopped
+and started again. ThiNet-Conv with `thinet` is the committed main-job run
+of ThiNet as published (benchmarks/results/fmnist_vgg16_main_paper: the
+same command) unless <runs> holds its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+OUT = pathlib.Path(__file__).resolve().parent / "recipes.json"
+# Recipe -> (label, config, overrides).
+RECIPES = {
+  "conv": ("ThiNet-Conv", "configs/fmnist_vgg16_thinet.py", {}),
+  "gap": ("ThiNet-GAP", "configs/fmnist_vgg16_thinet_gap.py", {}),
+  "tiny": ("ThiNet-Tiny", "configs/fmnist_vgg16_thinet_tiny.py", {}),
+  "70": ("ThiNet-70", "configs/fmnist_resnet_thinet.py", {"keep_ratio": 0.7}),
+  "50": ("ThiNet-50", "configs/fmnist_resnet_thinet.py", {"keep_ratio": 0.5}),
+  "30": ("ThiNet-30", "configs/fmnist_resnet_thinet.py", {"keep_ratio": 0.3}),
+}
+CRITERIA = ("thinet", "weight_sum")
+COMMITTED = {("conv", "thinet"): "benchmarks/results/fmnist_vgg16_main_paper"}
+
+
+def row_name(recipe: str, criterion: str) -> str:
+  if recipe.isdigit():  # ThiNet-50 -> resnet-thinet50
+    return f"resnet-{criterion}{recipe}"
+  return f"vgg-{recipe}-{criterion}"
+
+
+def command(recipe: str, criterion: str, workdir: str, quick: bool):
+  _, config, overrides = RECIPES[recipe]
+  arg = ":paper,runlocal" if quick else ":paper"
+  if quick:  # runlocal's two groups; a ratio for each.
+    overrides = {k: v for k, v in overrides.items() if k != "keep_ratio"}
+  overrides = {**overrides, "criterion": criterion}
+  return [
+    sys.executable, "-m", "train.prune", f"--config={config}{arg}",
+    f"--workdir={workdir}",
+    *(f"--config.{k}={v}" for k, v in overrides.items()),
+  ]  # fmt: skip
+
+
+def run_one(recipe, criterion, runs, quick, finished_only) -> dict | None:
+  """One row: runs train.prune unless its report exists; None when
+  `finished_only` and it has not finished."""
+  workdir = pathlib.Path(runs) / row_name(recipe, criterion)
+  cmd = command(recipe, criterion, str(workdir), quick)
+  report_path = workdir / "report.json"
+  committed = COMMITTED.get((recipe, criterion))
+  if not report_path.exists() and committed and not quick:
+    report_path = ROOT / committed / "report.json"
+  if not report_path.exists():
+    if finished_only:
+      return None
+    env = dict(os.environ)
+    env.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    result = subprocess.run(cmd, cwd=ROOT, env=env)
+    if result.returncode != 0:
+      raise SystemExit(
+        f"{row_name(recipe, criterion)} failed (exit {result.returncode}); "
+        f"rerun the same command to resume it: {' '.join(cmd)}"
+      )
+  report = json.loads(report_path.read_text())
+  base, pruned = report["baseline"], report["pruned"]
+  head = report.get("head")
+  return {
+    "recipe": RECIPES[recipe][0], "criterion": criterion,
+    "model": report["config"]["model"],
+    "command": " ".join(cmd[1:]).replace(str(workdir), f"runs/{workdir.name}"),
+    "report": str(report_path.relative_to(ROOT))
+    if report_path.is_relative_to(ROOT) else str(report_path),
+    "baseline": {k: base[k] for k in ("accuracy", "params", "flops")},
+    "params": pruned["params"], "flops": pruned["flops"],
+    "params_reduction": report["params_reduction"],
+    "flops_reduction": report["flops_reduction"],
+    "head_accuracy": head and head["accuracy_least_squares"],
+    "before_final_finetune": pruned["accuracy_before_final_finetune"],
+    "accuracy": pruned["accuracy"],
+    "accuracy_change": report["accuracy_change"],
+    "wall_s": report["wall_s"],
+  }  # fmt: skip
+
+
+def markdown(rows: list[dict]) -> str:
+  lines = [
+    "| recipe | criterion | params | FLOPs | before final FT | final | "
+    "change | wall |",
+    "|---|---|---:|---:|---:|---:|---:|---:|",
+  ]
+  model = None
+  for r in rows:
+    if r["model"] != model:
+      model, b = r["model"], r["baseline"]
+      lines.append(
+        f"| `{model}` baseline | | {b['params']:,} | "
+        f"{b['flops'] / 1e6:.2f}M | | {100 * b['accuracy']:.2f} | | |"
+      )
+    lines.append(
+      f"| {r['recipe']} | {r['criterion']} | {r['params']:,} "
+      f"({r['params_reduction']:.2f}x) | {r['flops'] / 1e6:.2f}M "
+      f"({r['flops_reduction']:.2f}x) | {100 * r['before_final_finetune']:.2f}"
+      f" | {100 * r['accuracy']:.2f} | {100 * r['accuracy_change']:+.2f} | "
+      f"{r['wall_s'] / 60:.0f} min |"
+    )
+  return "\n".join(lines)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument(
+    "--rows", nargs="+", default=list(RECIPES), choices=list(RECIPES)
+  )
+  parser.add_argument(
+    "--criteria", nargs="+", default=list(CRITERIA), choices=list(CRITERIA)
+  )
+  parser.add_argument("--runs", default="runs/recipes")
+  parser.add_argument("--out", default=None)
+  parser.add_argument(
+    "--finished-only",
+    action="store_true",
+    help="tabulate the finished rows; run nothing",
+  )
+  parser.add_argument(
+    "--quick",
+    action="store_true",
+    help="ThiNet-Tiny with thinet, runlocal (tests)",
+  )
+  args = parser.parse_args()  # fmt: skip
+  if args.quick:
+    args.rows, args.criteria = ["tiny"], ["thinet"]
+    if args.out is None:
+      raise SystemExit("--quick needs --out (it must not replace results)")
+    args.runs = str(pathlib.Path(args.out).with_suffix("")) + "_runs"
+  from thinet_jax import report as report_lib
+
+  start = time.time()
+  rows = [
+    run_one(recipe, criterion, args.runs, args.quick, args.finished_only)
+    for recipe in args.rows
+    for criterion in args.criteria
+  ]
+  rows = [r for r in rows if r is not None]
+  if not rows:
+    raise SystemExit(f"no finished runs under {args.runs}")
+  result = {
+    "command": "python benchmarks/recipes.py " + " ".join(sys.argv[1:]),
+    "machine": report_lib.machine(),
+    "wall_s": time.time() - start,
+    "rows": rows,
+  }
+  out = pathlib.Path(args.out or OUT)
+  out.write_text(json.dumps(result, indent=2) + "\n")
+  print(markdown(rows))
+
+
+if __name__ == "__main__":
+  main()
