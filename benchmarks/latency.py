@@ -70,6 +70,22 @@ def measure(spec, variables, image_size, batches, repeat) -> dict:
   return out
 
 
+def summarise(o: dict, p: dict, batches) -> dict:
+  """Speed-ups of `p` over `o` (two `measure` results), each beside the
+  FLOPs reduction."""
+  flops_ratio = o["flops"] / p["flops"]
+  summary = {"flops_reduction": flops_ratio}
+  for b in batches:
+    speedup = o[f"infer_b{b}_s"] / p[f"infer_b{b}_s"]
+    summary[f"infer_b{b}_speedup"] = speedup
+    summary[f"infer_b{b}_speedup_over_flops_reduction"] = speedup / flops_ratio
+  b = max(batches)
+  summary[f"train_b{b}_speedup"] = (
+    o[f"train_step_b{b}_s"] / p[f"train_step_b{b}_s"]
+  )
+  return summary
+
+
 def _half_width(spec, variables):
   """ThiNet-Conv-shaped variant (first-stage-to-fourth-stage convs halved)
   with arbitrary kept channels: the speed does not depend on which."""
@@ -113,16 +129,7 @@ def main() -> None:
     for name, (spec, variables) in models_.items()
   }
   o, p = rows["original"], rows["pruned"]
-  flops_ratio = o["flops"] / p["flops"]
-  summary = {"flops_reduction": flops_ratio}
-  for b in batches:
-    speedup = o[f"infer_b{b}_s"] / p[f"infer_b{b}_s"]
-    summary[f"infer_b{b}_speedup"] = speedup
-    summary[f"infer_b{b}_speedup_over_flops_reduction"] = speedup / flops_ratio
-  b = max(batches)
-  summary[f"train_b{b}_speedup"] = (
-    o[f"train_step_b{b}_s"] / p[f"train_step_b{b}_s"]
-  )
+  summary = summarise(o, p, batches)
   report = {
     "machine": report_lib.machine(),
     "command": "python benchmarks/latency.py "
@@ -136,7 +143,7 @@ def main() -> None:
     "wall_s": time.perf_counter() - start,
   }
   pathlib.Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-  print(f"FLOPs reduction {flops_ratio:.2f}x")
+  print(f"FLOPs reduction {summary['flops_reduction']:.2f}x")
   for b in batches:
     print(
       f"batch {b:4d}: original {b / o[f'infer_b{b}_s']:9.0f} img/s, pruned "

@@ -327,14 +327,22 @@ def section_recipes() -> str:
     "block at 0.7/0.5/0.3. `benchmarks/recipes.py` documents the rows."
   )
   out += ["", recipes.markdown(rows), ""]
+  if any("latency" in r for r in rows):
+    out += [
+      "Measured speed-up of each pruned model over its baseline on this "
+      "CPU (jitted forward at batch 1, 32, 128 and a training step at 128, "
+      "medians after compilation; `--latency`), beside its FLOPs reduction:",
+      "", recipes.latency_markdown(rows), "",
+    ]  # fmt: skip
   by_criteria: dict[tuple, list[str]] = {}
   keys = {label: key for key, (label, _, _) in recipes.RECIPES.items()}
   for recipe in dict.fromkeys(r["recipe"] for r in rows):
     done = tuple(r["criterion"] for r in rows if r["recipe"] == recipe)
     by_criteria.setdefault(done, []).append(keys[recipe])
+  latency = " --latency" if "--latency" in result["command"] else ""
   command = "`; `".join(
     f"python benchmarks/recipes.py --rows {' '.join(names)} --criteria "
-    f"{' '.join(criteria)}"
+    f"{' '.join(criteria)}{latency}"
     for criteria, names in by_criteria.items()
   )
   wall = sum(r["wall_s"] for r in rows) / 60

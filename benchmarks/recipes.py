@@ -20,6 +20,11 @@ the paper's greedy selection (`thinet`) or the L1 norm of the filters
 * ThiNet-70 / 50 / 30: branch2a and branch2b of every block of
   `resnet-fmnist` at 0.7 / 0.5 / 0.3 (configs/fmnist_resnet_thinet.py).
 
+`--latency` also measures every row's pruned model against its baseline
+on this CPU (`benchmarks/latency.py`'s jitted forward at batch 1, 32 and
+128 and training step at 128, medians after compilation): the measured
+speed-up beside the FLOPs reduction. Measure on an otherwise idle machine.
+
 Runs live in <runs>/<row>; a finished one (report.json present) is read,
 not rerun, and an interrupted one resumes, so the command can be stopped
 and started again. ThiNet-Conv with `thinet` is the committed main-job run
@@ -112,6 +117,50 @@ def run_one(recipe, criterion, runs, quick, finished_only) -> dict | None:
   }  # fmt: skip
 
 
+def add_latency(rows: list[dict], runs: str, repeat: int) -> None:
+  """Adds "latency" (latency.py's summary) to every row, measuring each
+  baseline once."""
+  import latency
+
+  from thinet_jax import train
+
+  measured: dict[str, dict] = {}
+  batches = (1, 32, 128)
+  for row in rows:
+    config = json.loads((ROOT / row["report"]).read_text())["config"]
+    base_dir = str(ROOT / config["init_checkpoint"])
+    if base_dir not in measured:
+      spec, variables, meta = train.load_model(base_dir)
+      measured[base_dir] = latency.measure(
+        spec, variables, meta["image_size"], batches, repeat
+      )
+    model_dir = pathlib.Path(row["report"]).parent / "model"
+    spec, variables, meta = train.load_model(str(ROOT / model_dir))
+    pruned = latency.measure(
+      spec, variables, meta["image_size"], batches, repeat
+    )
+    row["latency"] = latency.summarise(measured[base_dir], pruned, batches)
+    print(f"{row['recipe']} {row['criterion']}: {row['latency']}", flush=True)
+
+
+def latency_markdown(rows: list[dict]) -> str:
+  lines = [
+    "| recipe | criterion | FLOPs reduction | batch 1 | batch 32 | "
+    "batch 128 | train step (128) |",
+    "|---|---|---:|---:|---:|---:|---:|",
+  ]
+  for r in rows:
+    if "latency" not in r:
+      continue
+    s = r["latency"]
+    lines.append(
+      f"| {r['recipe']} | {r['criterion']} | {s['flops_reduction']:.2f}x | "
+      + " | ".join(f"{s[f'infer_b{b}_speedup']:.2f}x" for b in (1, 32, 128))
+      + f" | {s['train_b128_speedup']:.2f}x |"
+    )
+  return "\n".join(lines)
+
+
 def markdown(rows: list[dict]) -> str:
   lines = [
     "| recipe | criterion | params | FLOPs | before final FT | final | "
@@ -158,7 +207,7 @@ def main() -> None:
   )
   args = parser.parse_args()  # fmt: skip
   if args.quick:
-    args.rows, args.criteria = ["tiny"], ["thinet"]
+    args.rows, args.criteria, args.repeat = ["tiny"], ["thinet"], 2
     if args.out is None:
       raise SystemExit("--quick needs --out (it must not replace results)")
     args.runs = str(pathlib.Path(args.out).with_suffix("")) + "_runs"
@@ -173,6 +222,8 @@ def main() -> None:
   rows = [r for r in rows if r is not None]
   if not rows:
     raise SystemExit(f"no finished runs under {args.runs}")
+  if args.latency:
+    add_latency(rows, args.runs, args.repeat)
   result = {
     "command": "python benchmarks/recipes.py " + " ".join(sys.argv[1:]),
     "machine": report_lib.machine(),
@@ -182,6 +233,8 @@ def main() -> None:
   out = pathlib.Path(args.out or OUT)
   out.write_text(json.dumps(result, indent=2) + "\n")
   print(markdown(rows))
+  if args.latency:
+    print(latency_markdown(rows))
 
 
 if __name__ == "__main__":

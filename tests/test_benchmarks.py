@@ -203,7 +203,7 @@ def test_stats_speed_quick(tmp_path):
 def test_recipes_quick_tabulates_the_run_it_made(tmp_path):
   """ThiNet-Tiny (runlocal: two groups at a quarter width after the GAP
   head) through train.prune; the row is that run's report."""
-  report = _quick("recipes.py", tmp_path)
+  report = _quick("recipes.py", tmp_path, "--latency")
   (row,) = report["rows"]
   assert (row["recipe"], row["criterion"]) == ("ThiNet-Tiny", "thinet")
   run = json.loads((tmp_path / "out_runs" / "vgg-tiny-thinet" /
@@ -221,3 +221,9 @@ def test_recipes_quick_tabulates_the_run_it_made(tmp_path):
   import recipes
 
   assert "| ThiNet-Tiny | thinet |" in recipes.markdown(report["rows"])
+  # Measured against the shipped baseline it was pruned from.
+  assert row["latency"]["flops_reduction"] == pytest.approx(
+    row["flops_reduction"]
+  )
+  assert row["latency"]["infer_b32_speedup"] > 0
+  assert "| ThiNet-Tiny | thinet |" in recipes.latency_markdown(report["rows"])
