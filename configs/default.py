@@ -18,6 +18,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data_dir = ""
   config.train_split = "train"  # TFDS split for training and statistics.
   config.eval_split = "test"  # TFDS split for evaluation.
+  # Input preprocessing: "" (the dataset's own normalisation, RGB),
+  # "torchvision" (RGB, ImageNet mean/std) or "caffe" (BGR, ImageNet mean
+  # subtracted, [0, 255]): what a model imported by thinet_jax.interop
+  # expects (torchvision's / Keras's, Caffe's).
+  config.preprocessing = ""
   config.image_size = 32  # Input height/width; smaller images are zero-padded.
   config.batch_size = 128  # Global batch size (split over processes).
   config.eval_batches = -1  # Eval batches to run; -1 = the whole eval split.

@@ -201,3 +201,32 @@ def test_unknown_normalisation_is_an_error():
       _synthetic(), batch_size=2, image_size=6, train=False,
       dataset_name="svhn", shard_index=0, shard_count=1,
     )  # fmt: skip
+
+
+def _rgb_source(n=3, size=4, seed=0):
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+  return images, data.ArraySource(images, np.arange(n, dtype=np.int32))
+
+
+def test_preprocessing_matches_each_sources_convention():
+  """torchvision: RGB / 255, ImageNet mean and std; Caffe / Keras: BGR,
+  [0, 255] minus the ImageNet mean (B, G, R) - written out here."""
+  images, src = _rgb_source()
+  x = images.astype(np.float64)
+  expected = {
+    "torchvision": (x / 255 - np.array([0.485, 0.456, 0.406]))
+    / np.array([0.229, 0.224, 0.225]),
+    "caffe": x[..., ::-1] - np.array([103.939, 116.779, 123.68]),
+  }
+  for name, want in expected.items():
+    (batch,) = data.pipeline(
+      src, batch_size=3, image_size=4, train=False, dataset_name="custom",
+      preprocessing=name, shard_index=0, shard_count=1,
+    )  # fmt: skip
+    np.testing.assert_allclose(batch["image"], want, rtol=1e-5, atol=1e-4)
+  with pytest.raises(ValueError, match="unknown preprocessing 'keras'"):
+    data.pipeline(
+      src, batch_size=3, image_size=4, train=False, preprocessing="keras",
+      shard_index=0, shard_count=1,
+    )  # fmt: skip

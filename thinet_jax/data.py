@@ -55,6 +55,49 @@ NORMALIZATION: Mapping[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 }
 
 
+# A converted model is only right with its source's preprocessing
+# (`thinet_jax.interop`): name -> channel order and (mean, std) per channel
+# in [0, 1] units, applied after the order is set.
+PREPROCESSING: Mapping[str, dict[str, Any]] = {
+  # torchvision: RGB scaled to [0, 1], normalised by the ImageNet statistics.
+  "torchvision": {
+    "channels": "rgb",
+    "normalization": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+  },
+  # Caffe, Keras VGG16 / ResNet50: BGR in [0, 255] minus the ImageNet mean
+  # (B, G, R), unscaled: mean / 255 and std 1 / 255 in [0, 1] units.
+  "caffe": {
+    "channels": "bgr",
+    "normalization": (
+      (103.939 / 255, 116.779 / 255, 123.68 / 255),
+      (1 / 255,) * 3,
+    ),
+  },
+}
+
+
+def preprocessing_of(
+  name: str, dataset_name: str
+) -> tuple[bool, tuple[tuple[float, ...], tuple[float, ...]]]:
+  """(reverse the channels to BGR, (mean, std)) of a preprocessing name:
+  "" is the dataset's own normalisation (`NORMALIZATION`), RGB."""
+  if name == "":
+    if dataset_name not in NORMALIZATION:
+      raise ValueError(
+        f"no normalisation known for {dataset_name!r}; pass "
+        f"normalization=(mean, std), a preprocessing in "
+        f"{sorted(PREPROCESSING)}, or use one of {sorted(NORMALIZATION)}"
+      )
+    return False, NORMALIZATION[dataset_name]
+  if name not in PREPROCESSING:
+    raise ValueError(
+      f"unknown preprocessing {name!r}; use '' (the dataset's own), "
+      + ", ".join(repr(k) for k in PREPROCESSING)
+    )
+  entry = PREPROCESSING[name]
+  return entry["channels"] == "bgr", entry["normalization"]
+
+
 class DatasetNotFoundError(FileNotFoundError):
   """A dataset is not prepared in the data dir; the message says how to fix."""
 
@@ -371,11 +414,14 @@ class _Finish:
   std: tuple[float, ...]
   train: bool
   batch_size: int
+  bgr: bool = False
 
   def __call__(self, batch, rng: np.random.Generator):
     images = batch["image"]
     if self.train:
       images = augment(images, rng)
+    if self.bgr:  # RGB records -> BGR (Caffe / Keras models).
+      images = images[..., ::-1]
     images = (images.astype(np.float32) / 255.0 - np.float32(self.mean)) / (
       np.float32(self.std)
     )
@@ -400,6 +446,7 @@ def pipeline(
   num_epochs: int | None = 1,
   dataset_name: str = "fashion_mnist",
   normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+  preprocessing: str = "",
   shard_index: int | None = None,
   shard_count: int | None = None,
   in_memory: bool | None = None,
@@ -435,6 +482,9 @@ def pipeline(
     num_epochs: passes over the data; None repeats forever.
     dataset_name: picks the normalisation from `NORMALIZATION`.
     normalization: (mean, std) per channel in [0, 1] units; overrides the name.
+    preprocessing: "" (the dataset's normalisation, RGB) or a name in
+      `PREPROCESSING` ("torchvision", "caffe"): what a converted model
+      expects; `normalization` still overrides its mean and std.
     shard_index, shard_count: this process's shard; default from JAX.
     in_memory: decode everything first; default by size, as above.
     cache_path: .npz file caching the decoded arrays (in-memory mode).
@@ -452,12 +502,11 @@ def pipeline(
 
     shard_index, shard_count = jax.process_index(), jax.process_count()
   if normalization is None:
-    if dataset_name not in NORMALIZATION:
-      raise ValueError(
-        f"no normalisation known for {dataset_name!r}; pass "
-        f"normalization=(mean, std) or use one of {sorted(NORMALIZATION)}"
-      )
-    normalization = NORMALIZATION[dataset_name]
+    bgr, normalization = preprocessing_of(preprocessing, dataset_name)
+  else:
+    bgr, _ = (
+      preprocessing_of(preprocessing, "") if preprocessing else (False, None)
+    )
   mean, std = normalization
   if in_memory is None:
     first = np.asarray(data_source[0]["image"])
@@ -484,7 +533,7 @@ def pipeline(
     ds = ds.repeat(num_epochs)
   ds = ds.batch(batch_size, drop_remainder=train)
   ds = ds.random_map(
-    _Finish(tuple(mean), tuple(std), train, batch_size), seed=seed
+    _Finish(tuple(mean), tuple(std), train, batch_size, bgr), seed=seed
   )
   return ds.to_iter_dataset(
     grain.ReadOptions(num_threads=prefetch_threads, prefetch_buffer_size=4)

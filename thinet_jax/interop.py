@@ -34,7 +34,9 @@ converted; the first one that is missing or has another shape raises an
 Preprocessing must match the source: torchvision models expect RGB scaled
 to [0, 1] and normalised by the ImageNet mean and std; Keras VGG16 and
 ResNet50 (Caffe's convention) expect BGR in [0, 255] minus the ImageNet
-mean, unscaled. See `PREPROCESSING`.
+mean, unscaled: `config.preprocessing = "torchvision"` or `"caffe"`
+(`thinet_jax.data.PREPROCESSING`); `SOURCE_PREPROCESSING` names each
+converter's.
 
 Example:
 
@@ -54,21 +56,8 @@ import numpy as np
 from thinet_jax import presets
 from thinet_jax.spec import POOL, ModelSpec
 
-# Source -> (mean, std) per channel in [0, 1] units, and channel order.
-PREPROCESSING = {
-  "torchvision": {
-    "channels": "rgb",
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-  },
-  # Caffe / Keras: BGR, the mean in [0, 255] subtracted, no scaling; as
-  # [0, 1]-unit statistics: mean / 255 and std 1 / 255.
-  "caffe": {
-    "channels": "bgr",
-    "mean": (103.939 / 255, 116.779 / 255, 123.68 / 255),
-    "std": (1 / 255, 1 / 255, 1 / 255),
-  },
-}
+# Converter -> the `data.PREPROCESSING` its models expect.
+SOURCE_PREPROCESSING = {"torchvision": "torchvision", "keras": "caffe"}
 KERAS_BN_EPSILON = 1.001e-5
 OUR_BN_EPSILON = 1e-5
 

@@ -93,6 +93,7 @@ def setup(config: ml_collections.ConfigDict) -> Run:
     return data.dataset(
       config.dataset, config.train_split, data_dir=data_dir,
       batch_size=per_process, image_size=config.image_size, train=True,
+      preprocessing=config.preprocessing,
       seed=seed, num_epochs=None,
     )  # fmt: skip
 
@@ -105,6 +106,7 @@ def setup(config: ml_collections.ConfigDict) -> Run:
     ds = data.dataset(
       config.dataset, config.eval_split, data_dir=data_dir,
       batch_size=per_process, image_size=config.image_size, train=False,
+      preprocessing=config.preprocessing,
     )  # fmt: skip
     n = None if config.eval_batches < 0 else config.eval_batches
     return itertools.islice(ds, n)
@@ -156,6 +158,7 @@ def stats_batches(config: ml_collections.ConfigDict):
       data.ArraySource(images[idx], labels[idx]),
       batch_size=max(local, size - size % local),
       image_size=config.image_size, train=False, dataset_name=config.dataset,
+      preprocessing=config.preprocessing,
     )  # fmt: skip
 
   return batches

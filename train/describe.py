@@ -31,6 +31,7 @@ def main(argv):
     batch_size=config.batch_size // jax.process_count(),
     image_size=config.image_size,
     train=False,
+    preprocessing=config.preprocessing,
   )
   n = None if config.eval_batches < 0 else config.eval_batches
   report = describe.describe(
