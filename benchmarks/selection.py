@@ -124,28 +124,38 @@ def summarise(layers: dict, n_ratios: int) -> dict:
 
 
 def together(spec, variables, group_stats, ratios, eval_batches, seeds,
-             finetune, image_size):  # fmt: skip
-  """All groups pruned at once by every method, with every seed.
+             finetune, image_size, finetune_ratios, partial=None):  # fmt: skip
+  """All groups pruned at once by every method, with `seeds[method]`.
 
   `finetune(spec, variables, seed)` returns the fine-tuned variables of
-  one (materialised, smaller) variant.
+  one (materialised, smaller) variant; the variants at `finetune_ratios`
+  are fine-tuned. `partial`: a JSON path holding the runs done so far,
+  rewritten after every run, so an interrupted benchmark resumes.
   Returns {method: [per seed: {"seed", "counts" [K][groups],
-  "flops_fraction" [K], "accuracy" [K], "accuracy_finetuned" [K],
+  "flops_fraction" [K], "accuracy" [K], "accuracy_finetuned" [F],
   "relative_error" [K] (mean over groups)}]}.
   """
   base = profile.count(spec, image_size)["flops"]
+  done = {}
+  if partial and pathlib.Path(partial).exists():
+    done = json.loads(pathlib.Path(partial).read_text())
   out = {}
   for method, (criterion, ls) in METHODS.items():
     out[method] = []
-    for seed in seeds:
+    for seed in seeds[method]:
+      previous = [r for r in done.get(method, []) if r["seed"] == seed]
+      if previous:
+        out[method].append(previous[0])
+        continue
+      start = time.perf_counter()
       sw = sweep.plan(
         spec, variables, group_stats, ratios, criterion=criterion,
         least_squares=ls, key=jax.random.key(seed),
       )  # fmt: skip
       pruned = sweep.evaluate_sweep(spec, variables, sw, eval_batches())
       tuned = []
-      for k in range(len(ratios)):  # Real smaller models, one at a time.
-        small = sweep.materialize(spec, variables, sw, k)
+      for ratio in finetune_ratios:  # Real smaller models, one at a time.
+        small = sweep.materialize(spec, variables, sw, ratios.index(ratio))
         tuned.append(
           train.evaluate(small[0], finetune(*small, seed), eval_batches())
         )
@@ -160,6 +170,7 @@ def together(spec, variables, group_stats, ratios, eval_batches, seeds,
           statistics.fmean(sweep.masked_errors_of(sw, group_stats, k).values())
           for k in range(len(ratios))
         ],
+        "wall_s": time.perf_counter() - start,
       })  # fmt: skip
       run = out[method][-1]
       print(
@@ -168,6 +179,10 @@ def together(spec, variables, group_stats, ratios, eval_batches, seeds,
         + " ".join(f"{a:.3f}" for a in run["accuracy_finetuned"]),
         flush=True,
       )  # fmt: skip
+      if partial:
+        pathlib.Path(partial).write_text(json.dumps(out | {
+          m: done[m] for m in done if m not in out
+        }))  # fmt: skip
   return out
 
 
@@ -185,6 +200,8 @@ def summarise_together(runs: dict) -> dict:
 def markdown(result: dict, key: str = "accuracy") -> str:
   """Methods x keep ratios, mean over groups (± spread over seeds)."""
   ratios = result["ratios"]
+  if key == "accuracy_finetuned":
+    ratios = result["finetune_ratios"]
   lines = [
     "| method | " + " | ".join(f"keep {r:g}" for r in ratios) + " |",
     "|---|" + "---:|" * len(ratios),
@@ -300,6 +317,17 @@ def main() -> None:
   )
   parser.add_argument("--eval-batches", type=int, default=10)
   parser.add_argument("--finetune-steps", type=int, default=50)
+  parser.add_argument(
+    "--finetune-ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7]
+  )
+  parser.add_argument(
+    "--other-seeds",
+    type=int,
+    nargs="+",
+    default=[0],
+    help="--together: seeds of the deterministic methods "
+    "(their fine-tune's batches); random uses 0 1 2",
+  )
   parser.add_argument("--out", default="")
   args = parser.parse_args()  # fmt: skip
   start = time.perf_counter()
@@ -307,6 +335,7 @@ def main() -> None:
     setup = _quick_setup()
     ratios, seeds = (0.5, 0.75), SEEDS[:2]
     args.finetune_steps = min(args.finetune_steps, 2)
+    args.finetune_ratios, args.other_seeds = [0.75], [0, 1]
   else:
     setup = _setup(args.eval_batches)
     ratios, seeds = RATIOS, SEEDS
@@ -322,13 +351,27 @@ def main() -> None:
     "eval_images": sum(len(b["label"]) for b in setup.eval_batches()),
     "baseline_accuracy": baseline,
   }
+  out = args.out or str(OUT_TOGETHER if args.together else OUT)
   if args.together:
-    command += f" --together --finetune-steps {args.finetune_steps}"
-    runs = together(
-      spec, variables, group_stats, ratios, setup.eval_batches, seeds,
-      make_finetune(setup, args.finetune_steps), setup.image_size,
+    command += (
+      f" --together --finetune-steps {args.finetune_steps} --finetune-ratios "
+      + " ".join(map(str, args.finetune_ratios)) + " --other-seeds "
+      + " ".join(map(str, args.other_seeds))
     )  # fmt: skip
+    setup_s = time.perf_counter() - start
+    method_seeds = {
+      m: list(seeds) if c == "random" else args.other_seeds
+      for m, (c, _) in METHODS.items()
+    }
+    runs = together(
+      spec, variables, group_stats, list(ratios), setup.eval_batches,
+      method_seeds, make_finetune(setup, args.finetune_steps),
+      setup.image_size, args.finetune_ratios, partial=out + ".partial",
+    )  # fmt: skip
+    pathlib.Path(out + ".partial").unlink(missing_ok=True)
     result |= {
+      "finetune_ratios": args.finetune_ratios,
+      "other_seeds": args.other_seeds,
       "finetune_steps": args.finetune_steps,
       "finetune_lr": FINETUNE_LR,
       "groups": list(group_stats),
@@ -342,7 +385,10 @@ def main() -> None:
     result |= {"layers": layers, "summary": summarise(layers, len(ratios))}
   result["command"] = command
   result["wall_s"] = time.perf_counter() - start
-  out = args.out or str(OUT_TOGETHER if args.together else OUT)
+  if args.together:  # Setup, and every run, also of interrupted calls.
+    result["wall_s"] = setup_s + sum(
+      r["wall_s"] for per in result["runs"].values() for r in per
+    )
   pathlib.Path(out).write_text(json.dumps(result, indent=2) + "\n")
   print(markdown(result))
   if args.together:

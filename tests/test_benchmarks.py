@@ -181,12 +181,13 @@ def test_selection_together_quick_prunes_all_groups_for_real(tmp_path):
   for method, runs in report["runs"].items():
     assert [r["seed"] for r in runs] == report["seeds"]
     for key in ("accuracy", "accuracy_finetuned", "relative_error"):
-      for k in range(len(report["ratios"])):
+      for k in range(len(runs[0][key])):
         values = [r[key][k] for r in runs]
         mean, spread = report["summary"][method][key][k]
         assert mean == pytest.approx(np.mean(values))
         assert spread == pytest.approx(np.std(values, ddof=1))
     for r in runs:
+      assert len(r["accuracy_finetuned"]) == len(report["finetune_ratios"])
       assert all(0 <= a <= 1 for a in r["accuracy_finetuned"])
 
 

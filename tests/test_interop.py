@@ -18,93 +18,9 @@ from thinet_jax import interop, models, presets, profile
 from thinet_jax.spec import ModelSpec
 
 import reference
+from torch_models import TorchResNet, TorchVGG
 
 torch.manual_seed(0)
-
-
-# --- PyTorch models in torchvision's layout --------------------------------
-
-
-class TorchVGG(nn.Module):
-  """torchvision.models.VGG's layout: features, avgpool, classifier."""
-
-  def __init__(self, cfg, batch_norm, fc, classes, in_ch, side):
-    super().__init__()
-    layers, c = [], in_ch
-    for v in cfg:
-      if v == "M":
-        layers.append(nn.MaxPool2d(2, 2))
-        continue
-      layers.append(nn.Conv2d(c, v, 3, padding=1))
-      if batch_norm:
-        layers.append(nn.BatchNorm2d(v))
-      layers.append(nn.ReLU(inplace=True))
-      c = v
-    self.features = nn.Sequential(*layers)
-    self.avgpool = nn.AdaptiveAvgPool2d((side, side))
-    self.classifier = nn.Sequential(
-      nn.Linear(c * side * side, fc[0]), nn.ReLU(True), nn.Dropout(),
-      nn.Linear(fc[0], fc[1]), nn.ReLU(True), nn.Dropout(),
-      nn.Linear(fc[1], classes),
-    )  # fmt: skip
-
-  def forward(self, x):
-    x = self.avgpool(self.features(x))
-    return self.classifier(torch.flatten(x, 1))
-
-
-class TorchBottleneck(nn.Module):
-  """torchvision's Bottleneck: stride in conv2 (the 3x3)."""
-
-  def __init__(self, cin, wa, wb, cout, stride, projection):
-    super().__init__()
-    self.conv1 = nn.Conv2d(cin, wa, 1, bias=False)
-    self.bn1 = nn.BatchNorm2d(wa)
-    self.conv2 = nn.Conv2d(wa, wb, 3, stride, padding=1, bias=False)
-    self.bn2 = nn.BatchNorm2d(wb)
-    self.conv3 = nn.Conv2d(wb, cout, 1, bias=False)
-    self.bn3 = nn.BatchNorm2d(cout)
-    self.relu = nn.ReLU(inplace=True)
-    self.downsample = None
-    if projection:
-      self.downsample = nn.Sequential(
-        nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-      )
-
-  def forward(self, x):
-    y = self.relu(self.bn1(self.conv1(x)))
-    y = self.relu(self.bn2(self.conv2(y)))
-    y = self.bn3(self.conv3(y))
-    shortcut = x if self.downsample is None else self.downsample(x)
-    return self.relu(y + shortcut)
-
-
-class TorchResNet(nn.Module):
-  """torchvision.models.ResNet's layout with bottlenecks."""
-
-  def __init__(self, sizes, inner, out, stem, classes, in_ch):
-    super().__init__()
-    self.conv1 = nn.Conv2d(in_ch, stem, 7, 2, padding=3, bias=False)
-    self.bn1 = nn.BatchNorm2d(stem)
-    self.relu = nn.ReLU(inplace=True)
-    self.maxpool = nn.MaxPool2d(3, 2, padding=1)
-    cin = stem
-    for s, (n, w, c) in enumerate(zip(sizes, inner, out, strict=True)):
-      blocks = []
-      for b in range(n):
-        stride = 2 if (b == 0 and s > 0) else 1
-        blocks.append(TorchBottleneck(cin, w, w, c, stride, b == 0))
-        cin = c
-      setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
-    self.sizes = sizes
-    self.avgpool = nn.AdaptiveAvgPool2d(1)
-    self.fc = nn.Linear(cin, classes)
-
-  def forward(self, x):
-    x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-    for s in range(len(self.sizes)):
-      x = getattr(self, f"layer{s + 1}")(x)
-    return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 def _randomise_batch_norm(model):

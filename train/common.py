@@ -143,10 +143,20 @@ def fit(
 
 def stats_batches(config: ml_collections.ConfigDict):
   """seed -> statistics batches: `config.images_per_class` class-balanced
-  training images (the paper's sample, section 4.1), unaugmented."""
-  images, labels = data.arrays(
-    config.dataset, config.train_split, config.data_dir or None
-  )
+  training images (the paper's sample, section 4.1), unaugmented.
+
+  A small split (Fashion-MNIST, CIFAR-10) is decoded once into memory; a
+  large one (ImageNet) is sampled from its labels alone and only the
+  chosen records are read and decoded."""
+  data_dir = config.data_dir or None
+  src = data.source(config.dataset, config.train_split, data_dir)
+  if data.is_small(src):
+    images, labels = data.arrays(config.dataset, config.train_split, data_dir)
+  else:
+    images, labels = (
+      None,
+      data.labels(config.dataset, config.train_split, data_dir),
+    )
 
   def batches(seed: int):
     idx = data.class_balanced(labels, config.images_per_class, seed)
@@ -154,11 +164,14 @@ def stats_batches(config: ml_collections.ConfigDict):
     # records to equal shares); the statistics are summed over all.
     local = jax.local_device_count()  # Batches split evenly over devices.
     size = min(config.batch_size, len(idx)) // jax.process_count()
+    sample = (
+      data.ArraySource(images[idx], labels[idx]) if images is not None
+      else data.Subset(src, idx)
+    )  # fmt: skip
     return data.pipeline(
-      data.ArraySource(images[idx], labels[idx]),
-      batch_size=max(local, size - size % local),
+      sample, batch_size=max(local, size - size % local),
       image_size=config.image_size, train=False, dataset_name=config.dataset,
-      preprocessing=config.preprocessing,
+      preprocessing=config.preprocessing, in_memory=images is not None,
     )  # fmt: skip
 
   return batches
