@@ -19,6 +19,7 @@ import sys
 
 import ablation
 import criteria_table
+import onnx_latency
 import presets_table
 import recipes
 import selection
@@ -543,6 +544,23 @@ def section_sweep() -> str:
   )  # fmt: skip
 
 
+def section_onnx() -> str:
+  def body(result):
+    return [
+      "Each model exported by `thinet_jax.onnx_export.to_onnx` and run by "
+      f"onnxruntime {result['onnxruntime']} (CPU execution provider, its "
+      "default threads): median call time after warm-up; the pruned row's "
+      "speed-up over the original in brackets; the largest difference from "
+      "the JAX logits over the largest logit, on 8 random images.",
+      "", onnx_latency.markdown(result),
+    ]  # fmt: skip
+
+  return _section(
+    "ONNX export: onnxruntime on this CPU", "onnx_latency.json",
+    "python benchmarks/onnx_latency.py --pair ...", body,
+  )  # fmt: skip
+
+
 def section_devices() -> str:
   def body(result):
     out = [
@@ -595,6 +613,7 @@ def render(plots: pathlib.Path | None = PLOTS) -> str:
     section_stats_speed(),
     section_greedy(plots),
     section_latency(),
+    section_onnx(),
     section_sweep(),
     section_devices(),
     section_presets(),

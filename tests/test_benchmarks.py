@@ -228,3 +228,12 @@ def test_recipes_quick_tabulates_the_run_it_made(tmp_path):
   )
   assert row["latency"]["infer_b32_speedup"] > 0
   assert "| ThiNet-Tiny | thinet |" in recipes.latency_markdown(report["rows"])
+
+
+def test_onnx_latency_quick(tmp_path):
+  report = _quick("onnx_latency.py", tmp_path)
+  (row,) = report["rows"]
+  for kind in ("original", "pruned"):
+    assert row[kind]["max_diff_over_max_logit"] < 1e-4
+    assert all(row[kind][f"b{b}_s"] > 0 for b in report["batches"])
+  assert row["pruned"]["flops"] < row["original"]["flops"]
