@@ -1,14 +1,4 @@
-"""ThiNet-70 on ImageNet (paper section 4.2, Table 5) from ResNet-50.
-
-In each of the 16 bottlenecks, branch2a then branch2b kept at 0.70 of their
-width (the block's last 1x1 conv and the shortcut keep theirs), half an
-epoch of fine-tuning after each (one epoch per block, lr 0.0001), then 9
-epochs at lr 0.001 dropping 10x after epochs 3 and 6 (the paper's lengths
-and per-block rate; the final rate and its drops are our reading). The
-paper pruned Caffe's ResNet-50 (stride in branch2a): that is
-`--config.model=resnet50` with Keras-converted weights
-(`train.convert --source keras`, `--config.preprocessing=caffe`);
-torchvision's places the stride in branch2b (the default here).
+"""ThiNet-70 on ImageNet from ResNet-50 (recipe: `configs.imagenet.resnet50`).
 
   python -m train.convert --source torchvision --arch resnet50 \\
       --weights resnet50.safetensors --out /shared/models/resnet50
@@ -26,14 +16,4 @@ from configs import imagenet
 
 
 def get_config(arg: str | None = None):
-  config = imagenet.base("resnet50-torchvision", "/shared/models/resnet50")
-  config.groups = ()  # The paper's: branch2a, branch2b of every block.
-  config.keep_ratio = 0.70
-  config.finetune_epochs = 0.5  # After each group: one epoch per block.
-  config.stage_end_epochs = 0.5
-  config.finetune_lr = 0.0001
-  config.num_epochs = 9.0  # Final fine-tune.
-  config.learning_rate = 0.001
-  config.schedule = "step"
-  config.lr_drop_epochs = (3.0, 6.0)
-  return imagenet.apply_arg(config, arg)
+  return imagenet.resnet50(0.70, arg)  # branch2a / 2b at 0.70 width
