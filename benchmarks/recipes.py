@@ -201,6 +201,12 @@ def main() -> None:
     help="tabulate the finished rows; run nothing",
   )
   parser.add_argument(
+    "--latency",
+    action="store_true",
+    help="measure each pruned model's speed-up over its baseline",
+  )
+  parser.add_argument("--repeat", type=int, default=50)
+  parser.add_argument(
     "--quick",
     action="store_true",
     help="ThiNet-Tiny with thinet, runlocal (tests)",
