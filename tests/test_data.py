@@ -230,3 +230,25 @@ def test_preprocessing_matches_each_sources_convention():
       src, batch_size=3, image_size=4, train=False, preprocessing="keras",
       shard_index=0, shard_count=1,
     )  # fmt: skip
+
+
+def test_large_dataset_statistics_sample_reads_only_its_records(
+  monkeypatch, tmp_path
+):
+  """The path ImageNet takes: labels read without decoding images, the
+  class-balanced records read one by one. Same batches as the in-memory
+  path on Fashion-MNIST's test split."""
+  from configs import fmnist_vgg16_thinet
+  from train import common
+
+  config = fmnist_vgg16_thinet.get_config()
+  config.train_split, config.images_per_class = "test", 3
+  _, expected = data.arrays("fashion_mnist", "test")
+  np.testing.assert_array_equal(data.labels("fashion_mnist", "test"), expected)
+  in_memory = list(common.stats_batches(config)(seed=4))
+  monkeypatch.setattr(data, "is_small", lambda source: False)
+  by_record = list(common.stats_batches(config)(seed=4))
+  assert sum(int(b["mask"].sum()) for b in by_record) == 30
+  for a, b in zip(in_memory, by_record, strict=True):
+    for key in ("image", "label", "mask"):
+      np.testing.assert_array_equal(a[key], b[key])
