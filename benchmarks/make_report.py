@@ -264,9 +264,12 @@ def section_selection_together(plots: pathlib.Path | None) -> str:
       f"and after a fixed short fine-tune: {result['finetune_steps']} SGD "
       f"steps of 128 images at the constant learning rate "
       f"{result['finetune_lr']:g} (momentum 0.9, weight decay 5e-4), each "
-      "variant as the real smaller model. Mean ± spread over seeds "
-      f"{', '.join(map(str, result['seeds']))} for every method (the seed "
-      "picks random's channels and the fine-tune's batches). FLOPs left: "
+      "variant as the real smaller model, at keep "
+      f"{', '.join(map(str, result['finetune_ratios']))}. Random: mean ± "
+      f"spread over seeds {', '.join(map(str, result['seeds']))} (the seed "
+      "picks its channels and the fine-tune's batches); the other methods: "
+      f"seed {', '.join(map(str, result['other_seeds']))} (their fine-tune's "
+      "batches). FLOPs left: "
       + ", ".join(f"{100 * f:.0f}%" for f in fractions)
       + f". On the first {result['eval_images']:,} test images (unpruned: "
       f"{100 * result['baseline_accuracy']:.2f}%).",
@@ -292,12 +295,12 @@ def _plot_together(result: dict, plots: pathlib.Path | None) -> str:
 
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
   titles = ("right after pruning", f"after {result['finetune_steps']} steps")
-  for ax, key, title in zip(
-    axes, ("accuracy", "accuracy_finetuned"), titles, strict=True
-  ):
+  keys = ("accuracy", "accuracy_finetuned")
+  ratios = (result["ratios"], result["finetune_ratios"])
+  for ax, key, x, title in zip(axes, keys, ratios, titles, strict=True):
     for method, entry in result["summary"].items():
       ax.errorbar(
-        result["ratios"], [100 * m for m, _ in entry[key]],
+        x, [100 * m for m, _ in entry[key]],
         yerr=[100 * d for _, d in entry[key]], marker="o", ms=3,
         label=method,
       )  # fmt: skip
