@@ -18,7 +18,7 @@ from thinet_jax import interop, models, presets, profile
 from thinet_jax.spec import ModelSpec
 
 import reference
-from torch_models import TorchResNet, TorchVGG
+from torch_models import VGG16_CFG, TorchResNet, TorchVGG
 
 torch.manual_seed(0)
 
@@ -153,45 +153,24 @@ def _count(tensors):
 
 
 @pytest.mark.parametrize(
-  "arch,preset", [("vgg16", "vgg16"), ("resnet50", "resnet50-torchvision")]
+  "arch,preset",
+  [
+    ("vgg16", "vgg16"),
+    ("vgg16_bn", None),
+    ("resnet50", "resnet50-torchvision"),
+  ],
 )
 def test_full_size_torchvision_state_dicts_convert(arch, preset):
   """Random weights with torchvision's names and shapes (the modules above
-  at full size): the conversion has exactly the preset's parameters."""
+  at full size): the conversion has exactly the preset's parameters, and
+  PyTorch's less the conv biases folded into BatchNorm."""
   with torch.device("meta"):  # shapes only, for the count
     model = (
-      TorchVGG(
-        [
-          64,
-          64,
-          "M",
-          128,
-          128,
-          "M",
-          256,
-          256,
-          256,
-          "M",
-          512,
-          512,
-          512,
-          "M",
-          512,
-          512,
-          512,
-          "M",
-        ],
-        False,
-        (4096, 4096),
-        1000,
-        3,
-        7,
-      )  # fmt: skip
-      if arch == "vgg16"
-      else TorchResNet(
-        (3, 4, 6, 3), (64, 128, 256, 512), (256, 512, 1024, 2048), 64, 1000, 3
-      )  # fmt: skip
-    )
+      TorchVGG(VGG16_CFG, arch == "vgg16_bn", (4096, 4096), 1000, 3, 7)
+      if arch.startswith("vgg")
+      else TorchResNet((3, 4, 6, 3), (64, 128, 256, 512),
+                       (256, 512, 1024, 2048), 64, 1000, 3)
+    )  # fmt: skip
   params = {k: v for k, v in model.named_parameters()}
   torch_count = _count(params.values())
   rng = np.random.default_rng(0)
@@ -201,9 +180,18 @@ def test_full_size_torchvision_state_dicts_convert(arch, preset):
     if not k.endswith("num_batches_tracked")
   }
   spec, variables = interop.from_torchvision(state, arch)
-  assert spec == presets.get(preset)
+  if preset:  # VGG-16-BN has no preset: VGG-16's with BatchNorm.
+    assert spec == presets.get(preset)
+  assert spec.batch_norm == (arch != "vgg16")
   ours = sum(int(np.prod(np.shape(v))) for v in _leaves(variables["params"]))
-  assert ours == torch_count == profile.count(spec, 224)["params"]
+  # A conv bias in front of BatchNorm folds into its running mean.
+  folded = sum(
+    m.bias.numel() for m in model.modules()
+    if isinstance(m, torch.nn.Conv2d) and m.bias is not None
+    and spec.batch_norm
+  )  # fmt: skip
+  assert ours == torch_count - folded == profile.count(spec, 224)["params"]
+  assert (folded > 0) == (arch == "vgg16_bn")
 
 
 def _leaves(tree):
