@@ -124,7 +124,7 @@ def test_selection_quick_matches_a_materialised_pruned_model(tmp_path):
 
   from thinet_jax import groups, reconstruct, select, surgery, train
 
-  spec, variables, group_stats, eval_batches = selection._quick_setup()
+  spec, variables, group_stats, eval_batches = selection._quick_setup()[:4]
   assert list(report["layers"]) == list(group_stats)
   for name, st in group_stats.items():
     group = groups.get(spec, name)
