@@ -118,8 +118,8 @@ def run_one(recipe, criterion, runs, quick, finished_only) -> dict | None:
 
 
 def add_latency(rows: list[dict], runs: str, repeat: int) -> None:
-  """Adds "latency" (latency.py's summary) to every row, measuring each
-  baseline once."""
+  """Adds "latency" (latency.py's summary) to every row whose pruned model
+  is on disk, measuring each baseline once."""
   import latency
 
   from thinet_jax import train
@@ -134,8 +134,11 @@ def add_latency(rows: list[dict], runs: str, repeat: int) -> None:
       measured[base_dir] = latency.measure(
         spec, variables, meta["image_size"], batches, repeat
       )
-    model_dir = pathlib.Path(row["report"]).parent / "model"
-    spec, variables, meta = train.load_model(str(ROOT / model_dir))
+    model_dir = ROOT / pathlib.Path(row["report"]).parent / "model"
+    if not model_dir.exists():  # A committed report without its model.
+      print(f"{row['recipe']} {row['criterion']}: no model at {model_dir}")
+      continue
+    spec, variables, meta = train.load_model(str(model_dir))
     pruned = latency.measure(
       spec, variables, meta["image_size"], batches, repeat
     )
