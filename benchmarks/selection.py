@@ -17,11 +17,13 @@ measured right after pruning; then the mean over the ten groups. Methods:
 
 With `--together`, the ten groups are pruned at once to each keep ratio
 (statistics of the unpruned model, as `train.sweep`): accuracy right after
-pruning, and after a fixed short fine-tune of every variant
-(`--finetune-steps` SGD steps of 128 images at the constant learning rate
-0.005, masked so pruned channels stay zero; `sweep.finetune_variants`).
-Every method runs with seeds 0, 1, 2: the seed picks random's channels and
-the fine-tune's batches.
+pruning, and after a fixed short fine-tune of the variants at
+`--finetune-ratios` (`--finetune-steps` SGD steps of 128 images at the
+constant learning rate 0.005, each variant as the real smaller model; see
+`make_finetune`). Random runs with seeds 0, 1, 2 (its channels and the
+fine-tune's batches), the other methods with `--other-seeds` (the
+fine-tune's batches). Every finished (method, seed) is kept in
+`<out>.partial`, so an interrupted run resumes.
 
 Statistics are collected once, as `configs/fmnist_vgg16_sweep.py` says (100
 training images per class, 10 samples each); each (group, method) is one
