@@ -57,6 +57,18 @@ PAPER_METHOD = {
 }
 
 
+def runlocal_groups(model: str) -> tuple[str, str]:
+  """The first group of each of the model's first two stages (conv1_1,
+  conv2_1 of a VGG; res2a/branch2a, res3a/branch2a of a ResNet)."""
+  from thinet_jax import groups, pipeline, presets
+
+  spec = presets.get(model)
+  names = [g.name for g in groups.paper_groups(spec)]
+  ends = pipeline.stage_ends(spec)
+  second = next(i + 1 for i, name in enumerate(names) if name in ends)
+  return names[0], names[second]
+
+
 def apply_arg(
   config: ml_collections.ConfigDict, arg: str | None, prune: bool = False
 ) -> ml_collections.ConfigDict:
@@ -78,7 +90,7 @@ def apply_arg(
   if "runlocal" not in parts:
     return config
   if prune:  # Two small groups, a few images, a few steps each.
-    config.groups = ("conv1_1", "conv2_1")
+    config.groups = runlocal_groups(config.model)
     config.images_per_class = 2
     config.finetune_epochs = 1.0
     config.stage_end_epochs = 1.0

@@ -78,6 +78,5 @@ def apply_arg(config, arg):
     config.steps_per_epoch = 2
     config.num_epochs = 1.0
     # One group: every group compiles new programs of a full-width net.
-    first = "res2a/branch2a" if config.model.startswith("resnet") else "conv1_1"
-    config.groups = (first,)
+    config.groups = config.groups[:1]
   return config

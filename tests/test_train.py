@@ -14,7 +14,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import default
-from thinet_jax import export, models, pipeline, train
+from thinet_jax import export, models, pipeline, presets, train
 from thinet_jax.spec import ModelSpec
 
 import reference
@@ -372,7 +372,6 @@ def test_prune_errors(tmp_path, small_model):
   )  # fmt: skip
   assert missing.returncode != 0 and "does not exist" in missing.stderr
   other = tmp_path / "resnet"
-  from thinet_jax import presets
 
   resnet = presets.get("resnet-fmnist")
   train.save_model(str(other), resnet, random_variables(resnet, 32), 32)
@@ -435,3 +434,23 @@ def test_killed_prune_resumes_to_the_same_result(tmp_path, small_model):
     _final_variables(straight),
     _final_variables(killed),
   )
+
+
+@pytest.mark.parametrize(
+  "name",
+  ["fmnist_vgg16_thinet", "fmnist_vgg16_thinet_gap", "fmnist_vgg16_thinet_tiny",
+   "fmnist_resnet_thinet", "fmnist_vgg16_thinet_long"],
+)  # fmt: skip
+def test_runlocal_groups_exist_in_the_configs_model(name):
+  """`:runlocal` prunes the first group of two stages of the config's own
+  model (a VGG's names once broke the ResNet config)."""
+  import importlib
+
+  config = importlib.import_module(f"configs.{name}").get_config("runlocal")
+  spec = presets.get(config.model)
+  ratio = config.keep_ratio
+  plans = pipeline.plan(
+    spec, list(config.groups),
+    list(ratio) if isinstance(ratio, tuple) else ratio,
+  )  # fmt: skip
+  assert len(plans) == 2

@@ -299,7 +299,7 @@ def plan(
     )
   for r in ratios:
     select.keep_count(1, r)  # validates the range
-  ends = _stage_ends(spec)
+  ends = stage_ends(spec)
   stage_end_epochs = (
     finetune_epochs if stage_end_epochs is None else stage_end_epochs
   )
@@ -320,7 +320,9 @@ def plan(
   return plans
 
 
-def _stage_ends(spec: ModelSpec) -> set[str]:
+def stage_ends(spec: ModelSpec) -> set[str]:
+  """Names of the groups that end a stage (the last conv before a pool;
+  the branch2b of a stage's last block)."""
   if spec.family == "vgg":
     names = iter(spec.vgg_conv_names())
     ends, last = set(), None

@@ -152,9 +152,8 @@ def _replace_head(config, workdir, spec, variables, batches, finetune,
     spec, variables, batches(config.seed)
   )
   info["head"] = config.head
-  info |= {
-    k: profile.count(spec, config.image_size)[k] for k in ("params", "flops")
-  }
+  count = profile.count(spec, config.image_size)
+  info |= {k: count[k] for k in ("params", "flops")}
   info["accuracy_least_squares"] = evaluate(spec, variables)["accuracy"]
   print(
     f"gap head: logits fit to {info['relative_error']:.4f} relative error "
