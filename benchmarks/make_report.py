@@ -52,17 +52,27 @@ def provenance(result: dict) -> str:
   ])  # fmt: skip
 
 
-def ablation_provenance(result: dict) -> str:
-  """An ablation JSON is tabulated by one command from runs made by
-  others (`train.prune` subprocesses): it names those runs' command and
-  their summed wall time."""
-  wall = sum(r["wall_s"] for r in result["runs"]) / 60
+def runs_provenance(
+  result: dict,
+  runs: list[dict],
+  command: str,
+  reproduce_note: str = "",
+  wall_note: str = "",
+) -> str:
+  """Under a table that one command collected from `train.prune` runs
+  (subprocesses of an ablation or recipes script): the command that runs
+  them, the machine, and the runs' summed wall time."""
+  wall = sum(r["wall_s"] for r in runs) / 60
   devices = "2 virtual CPU devices per run (the script's default XLA_FLAGS)"
   return "  \n".join([
-    f"Reproduce: `{_ablation_command(result)}`",
+    f"Reproduce: `{command}`{reproduce_note}",
     f"Machine: {machine_line(result, devices)}.",
-    f"Wall time of the {len(result['runs'])} runs: {wall:.0f} min in all.",
+    f"Wall time of the {len(runs)} runs: {wall:.0f} min in all{wall_note}.",
   ])  # fmt: skip
+
+
+def ablation_provenance(result: dict) -> str:
+  return runs_provenance(result, result["runs"], _ablation_command(result))
 
 
 def _missing(command: str) -> str:
@@ -349,15 +359,13 @@ def section_recipes() -> str:
     f"{' '.join(criteria)}{latency}"
     for criteria, names in by_criteria.items()
   )
-  wall = sum(r["wall_s"] for r in rows) / 60
-  devices = "2 virtual CPU devices per run (the script's default XLA_FLAGS)"
-  out.append("  \n".join([
-    f"Reproduce: `{command}` (each row's `train.prune` command is in "
-    "`benchmarks/recipes.json`)",
-    f"Machine: {machine_line(result, devices)}.",
-    f"Wall time of the {len(rows)} runs: {wall:.0f} min in all (other runs "
-    "shared the 2 cores).",
-  ]))  # fmt: skip
+  out.append(
+    runs_provenance(
+      result, rows, command,
+      " (each row's `train.prune` command is in `benchmarks/recipes.json`)",
+      " (other runs shared the 2 cores)",
+    )
+  )  # fmt: skip
   return "\n".join(out)
 
 
