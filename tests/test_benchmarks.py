@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -205,7 +206,7 @@ def test_stats_speed_quick(tmp_path):
 def test_recipes_quick_tabulates_the_run_it_made(tmp_path):
   """ThiNet-Tiny (runlocal: two groups at a quarter width after the GAP
   head) through train.prune; the row is that run's report."""
-  report = _quick("recipes.py", tmp_path, "--latency")
+  report = _quick("recipes.py", tmp_path)
   (row,) = report["rows"]
   assert (row["recipe"], row["criterion"]) == ("ThiNet-Tiny", "thinet")
   run = json.loads((tmp_path / "out_runs" / "vgg-tiny-thinet" /
@@ -223,12 +224,48 @@ def test_recipes_quick_tabulates_the_run_it_made(tmp_path):
   import recipes
 
   assert "| ThiNet-Tiny | thinet |" in recipes.markdown(report["rows"])
-  # Measured against the shipped baseline it was pruned from.
-  assert row["latency"]["flops_reduction"] == pytest.approx(
-    row["flops_reduction"]
+
+
+def test_recipes_latency_measures_each_run_against_its_baseline(tmp_path):
+  """`--latency` on rows read from train.prune reports: the pruned model
+  beside each report against the report's `init_checkpoint` (quick-sized
+  models here: measuring vgg16-fmnist made the quick test above 2x longer);
+  a report without its model is left unmeasured."""
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import latency
+  import quick_model
+  import recipes
+
+  from thinet_jax import models, profile, train
+
+  spec, size = quick_model.SPEC, quick_model.IMAGE_SIZE
+  train.save_model(
+    str(tmp_path / "base"), spec, models.init(spec, jax.random.key(0), size),
+    size,
+  )  # fmt: skip
+  rows = []
+  for name in ("run", "lost"):  # "lost": a report without its model
+    (tmp_path / name).mkdir()
+    report = tmp_path / name / "report.json"
+    config = {"init_checkpoint": str(tmp_path / "base")}
+    report.write_text(json.dumps({"config": config}))
+    rows.append({"recipe": name, "criterion": "thinet", "report": str(report)})
+  small, variables = latency._half_width(
+    *train.load_model(str(tmp_path / "base"))[:2]
   )
-  assert row["latency"]["infer_b32_speedup"] > 0
-  assert "| ThiNet-Tiny | thinet |" in recipes.latency_markdown(report["rows"])
+  train.save_model(str(tmp_path / "run" / "model"), small, variables, size)
+  recipes.add_latency(rows, str(tmp_path), repeat=2)
+  measured, lost = rows
+  assert "latency" not in lost
+  flops = (
+    profile.count(spec, size)["flops"] / profile.count(small, size)["flops"]
+  )
+  assert measured["latency"]["flops_reduction"] == pytest.approx(flops)
+  assert flops > 1.5  # really pruned
+  for key in ("infer_b1_speedup", "infer_b128_speedup", "train_b128_speedup"):
+    assert measured["latency"][key] > 0
+  table = recipes.latency_markdown(rows)
+  assert "| run | thinet |" in table and "| lost |" not in table
 
 
 def test_onnx_latency_quick(tmp_path):

@@ -2,9 +2,12 @@
 runs end to end (`:runlocal`) on a tiny fake `imagenet2012` from weights
 converted by `train.convert` out of a torchvision-named state dict."""
 
+import fcntl
 import importlib
 import json
+import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -47,11 +50,47 @@ def test_config_has_the_papers_settings(name):
   assert config.groups == ()  # () = exactly those
 
 
-@pytest.fixture(scope="module")
+def _once(tmp_path_factory, name, make):
+  """`make(directory)` run once for all xdist workers of this pytest run
+  (pytest-xdist's documented pattern, fcntl in place of filelock; its
+  `xdist_group` mark no longer groups under pytest 9.2)."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # shared by the workers
+  directory = root / name
+  with open(root / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (directory / "done").exists():
+      shutil.rmtree(directory, ignore_errors=True)
+      directory.mkdir()
+      make(directory)
+      (directory / "done").touch()
+  return directory
+
+
+@pytest.fixture(scope="session")
 def fake_imagenet(tmp_path_factory):
-  data_dir = tmp_path_factory.mktemp("tfds")
-  prepare_fake_imagenet(str(data_dir))
-  return data_dir
+  return _once(
+    tmp_path_factory, "fake_imagenet",
+    lambda directory: prepare_fake_imagenet(str(directory)),
+  )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+  """Full-size torchvision-named VGG-16 and ResNet-50 (random values,
+  shapes from meta-device modules) through `train.convert`, once each."""
+
+  def make(directory):
+    with torch.device("meta"):  # shapes only; values from NumPy
+      vgg = TorchVGG(VGG16_CFG, False, (4096, 4096), 1000, 3, 1)
+      resnet = TorchResNet((3, 4, 6, 3), (64, 128, 256, 512),
+                           (256, 512, 1024, 2048), 64, 1000, 3)  # fmt: skip
+    _convert(directory, "vgg16", vgg)
+    _convert(directory, "resnet50", resnet)
+
+  directory = _once(tmp_path_factory, "imagenet_checkpoints", make)
+  return {arch: directory / arch for arch in ("vgg16", "resnet50")}
 
 
 def _convert(tmp_path, arch, model):
@@ -69,21 +108,15 @@ def _convert(tmp_path, arch, model):
   return out
 
 
-@pytest.mark.parametrize(
-  "name", ["imagenet_vgg16_thinet_gap", "imagenet_resnet50_thinet_30"]
-)
-def test_runlocal_end_to_end_on_fake_imagenet(tmp_path, fake_imagenet, name):
-  """The VGG path (with the GAP head surgery) and the ResNet path; the
-  other three configs differ from these only in fields the test above
-  checks (the head, the keep ratio)."""
-  arch = "vgg16" if "vgg" in name else "resnet50"
-  with torch.device("meta"):  # shapes only; values from NumPy
-    model = (
-      TorchVGG(VGG16_CFG, False, (4096, 4096), 1000, 3, 1) if arch == "vgg16"
-      else TorchResNet((3, 4, 6, 3), (64, 128, 256, 512),
-                       (256, 512, 1024, 2048), 64, 1000, 3)
-    )  # fmt: skip
-  checkpoint = _convert(tmp_path, arch, model)
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_runlocal_end_to_end_on_fake_imagenet(
+  tmp_path, fake_imagenet, checkpoints, name
+):
+  """Every config's `:runlocal`: its first group pruned at the config's
+  ratio (the GAP head surgery first for ThiNet-GAP) and fine-tuned, on
+  weights converted by `train.convert`. The three ResNet runs share their
+  unpruned programs through the tests' compilation cache."""
+  checkpoint = checkpoints["vgg16" if "vgg" in name else "resnet50"]
   workdir = tmp_path / "run"
   result = subprocess.run(
     [sys.executable, "-m", "train.prune",
@@ -99,6 +132,11 @@ def test_runlocal_end_to_end_on_fake_imagenet(tmp_path, fake_imagenet, name):
   ratio = CONFIGS[name][1]
   for step in report["steps"]:
     assert step["width_after"] == int(step["width_before"] * ratio)
+  assert [s["group"] for s in report["steps"]] == [
+    "conv1_1" if "vgg" in name else "res2a/branch2a"
+  ]  # runlocal: the first of the paper's groups
   spec, _, meta = train.load_model(str(workdir / "model"))
   assert meta["image_size"] == 32
-  assert spec.head == ("gap" if "gap" in name else spec.head)
+  assert spec.head == (CONFIGS[name][2] or "fc")
+  group = groups.get(spec, report["steps"][0]["group"])
+  assert group.width == report["steps"][0]["width_after"]  # really smaller
