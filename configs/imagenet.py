@@ -11,9 +11,9 @@ paper's random 224 crops of 256 are not reproduced.
 
 `:runlocal` is a smoke run of the same code path in a minute on a CPU:
 32x32 inputs, batches of 4, one group (no fine-tune after it), a final
-fine-tune of two steps, one statistics image per class (the model must be converted at image size 32:
-`train.convert --image_size 32`; the tests build a tiny fake
-`imagenet2012` in the TFDS layout).
+fine-tune of two steps, one statistics image per class (the model must
+be converted at image size 32: `train.convert --image_size 32`; the
+tests build a tiny fake `imagenet2012` in the TFDS layout).
 """
 
 import ml_collections
