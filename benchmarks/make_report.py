@@ -278,7 +278,8 @@ def section_selection_together(plots: pathlib.Path | None) -> str:
       f"{', '.join(map(str, result['finetune_ratios']))}. Random: mean ± "
       f"spread over seeds {', '.join(map(str, result['seeds']))} (the seed "
       "picks its channels and the fine-tune's batches); the other methods: "
-      f"seed {', '.join(map(str, result['other_seeds']))} (their fine-tune's "
+      f"seed{'s' * (len(result['other_seeds']) > 1)} "
+      f"{', '.join(map(str, result['other_seeds']))} (their fine-tune's "
       "batches). FLOPs left: "
       + ", ".join(f"{100 * f:.0f}%" for f in fractions)
       + f". On the first {result['eval_images']:,} test images (unpruned: "

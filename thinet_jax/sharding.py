@@ -92,7 +92,7 @@ def default_cpu_devices(count: int = 2) -> None:
   """Splits the CPU into `count` virtual devices unless XLA_FLAGS already
   sets a count. Call before JAX starts its backends (the commands do, first
   thing). On 2 CPU cores the data-parallel step over 2 virtual devices was
-  1.18x faster than one device (benchmarks/devices_speed.json); GPU and TPU
+  1.22x faster than one device (benchmarks/devices_speed.json); GPU and TPU
   runs ignore the flag, which only shapes the host platform.
   """
   flags = os.environ.get("XLA_FLAGS", "")
