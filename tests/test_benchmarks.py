@@ -229,8 +229,8 @@ def test_recipes_quick_tabulates_the_run_it_made(tmp_path):
 def test_recipes_latency_measures_each_run_against_its_baseline(tmp_path):
   """`--latency` on rows read from train.prune reports: the pruned model
   beside each report against the report's `init_checkpoint` (quick-sized
-  models here: measuring vgg16-fmnist made the quick test above 2x longer);
-  a report without its model is left unmeasured."""
+  models here: the quick run above would measure full vgg16-fmnist); a
+  report without its model is left unmeasured."""
   sys.path.insert(0, str(ROOT / "benchmarks"))
   import latency
   import quick_model

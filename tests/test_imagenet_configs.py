@@ -113,9 +113,10 @@ def test_runlocal_end_to_end_on_fake_imagenet(
   tmp_path, fake_imagenet, checkpoints, name
 ):
   """Every config's `:runlocal`: its first group pruned at the config's
-  ratio (the GAP head surgery first for ThiNet-GAP) and fine-tuned, on
-  weights converted by `train.convert`. The three ResNet runs share their
-  unpruned programs through the tests' compilation cache."""
+  ratio (the GAP head surgery first for ThiNet-GAP), then the config's
+  final fine-tune, on weights converted by `train.convert`. The three
+  ResNet runs share their unpruned programs through the tests'
+  compilation cache."""
   checkpoint = checkpoints["vgg16" if "vgg" in name else "resnet50"]
   workdir = tmp_path / "run"
   result = subprocess.run(
