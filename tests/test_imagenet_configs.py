@@ -17,13 +17,7 @@ from safetensors.numpy import save_file
 
 from thinet_jax import groups, presets, train
 
-from torch_models import (
-  VGG16_CFG,
-  TorchResNet,
-  TorchVGG,
-  prepare_fake_imagenet,
-  random_state_dict,
-)
+from torch_models import full_size, prepare_fake_imagenet, random_state_dict
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -82,12 +76,10 @@ def checkpoints(tmp_path_factory):
   shapes from meta-device modules) through `train.convert`, once each."""
 
   def make(directory):
-    with torch.device("meta"):  # shapes only; values from NumPy
-      vgg = TorchVGG(VGG16_CFG, False, (4096, 4096), 1000, 3, 1)
-      resnet = TorchResNet((3, 4, 6, 3), (64, 128, 256, 512),
-                           (256, 512, 1024, 2048), 64, 1000, 3)  # fmt: skip
-    _convert(directory, "vgg16", vgg)
-    _convert(directory, "resnet50", resnet)
+    for arch in ("vgg16", "resnet50"):
+      with torch.device("meta"):  # shapes only; values from NumPy
+        model = full_size(arch, side=1)  # 32x32 inputs
+      _convert(directory, arch, model)
 
   directory = _once(tmp_path_factory, "imagenet_checkpoints", make)
   return {arch: directory / arch for arch in ("vgg16", "resnet50")}

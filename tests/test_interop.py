@@ -18,7 +18,7 @@ from thinet_jax import interop, models, presets, profile
 from thinet_jax.spec import ModelSpec
 
 import reference
-from torch_models import VGG16_CFG, TorchResNet, TorchVGG
+from torch_models import TorchResNet, TorchVGG, full_size
 
 torch.manual_seed(0)
 
@@ -165,12 +165,7 @@ def test_full_size_torchvision_state_dicts_convert(arch, preset):
   at full size): the conversion has exactly the preset's parameters, and
   PyTorch's less the conv biases folded into BatchNorm."""
   with torch.device("meta"):  # shapes only, for the count
-    model = (
-      TorchVGG(VGG16_CFG, arch == "vgg16_bn", (4096, 4096), 1000, 3, 7)
-      if arch.startswith("vgg")
-      else TorchResNet((3, 4, 6, 3), (64, 128, 256, 512),
-                       (256, 512, 1024, 2048), 64, 1000, 3)
-    )  # fmt: skip
+    model = full_size(arch)
   params = {k: v for k, v in model.named_parameters()}
   torch_count = _count(params.values())
   rng = np.random.default_rng(0)

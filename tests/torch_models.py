@@ -97,6 +97,17 @@ class TorchResNet(nn.Module):
     return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+def full_size(arch: str, side: int = 7) -> nn.Module:
+  """torchvision's VGG-16 ("vgg16", "vgg16_bn") or ResNet-50 ("resnet50")
+  at full size, 1000 classes; `side` is VGG's last feature map (7 at
+  224x224, 1 at 32x32). Build it under `torch.device("meta")` when only
+  the shapes are needed."""
+  if arch.startswith("vgg"):
+    return TorchVGG(VGG16_CFG, arch == "vgg16_bn", (4096, 4096), 1000, 3, side)
+  return TorchResNet((3, 4, 6, 3), (64, 128, 256, 512),
+                     (256, 512, 1024, 2048), 64, 1000, 3)  # fmt: skip
+
+
 def random_state_dict(model: nn.Module, seed: int = 0) -> dict:
   """NumPy state dict of a (meta-device) model: He-normal weights, random
   BatchNorm statistics, no `num_batches_tracked`."""
