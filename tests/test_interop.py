@@ -338,3 +338,24 @@ def test_keras_resnet50_h5_matches_a_numpy_forward(tmp_path):
     interop.from_keras(path, spec)
   assert "'conv2_block1_2_conv/kernel'" in str(e.value)
   assert "(3, 3, 3, 4)" in str(e.value) and "(3, 3, 3, 3)" in str(e.value)
+
+
+def test_unreadable_weights_files_say_what_was_expected(tmp_path):
+  """An empty .pth (an interrupted download), a directory named like a
+  weights file, a truncated .safetensors: each names the path and what
+  was expected, instead of EOFError or "No such device"."""
+  (tmp_path / "empty.pth").write_bytes(b"")
+  with pytest.raises(interop.InteropError, match="is empty"):
+    interop.read_state_dict(str(tmp_path / "empty.pth"))
+  (tmp_path / "x.safetensors").mkdir()
+  with pytest.raises(interop.InteropError, match="is a directory; expected"):
+    interop.read_state_dict(str(tmp_path / "x.safetensors"))
+  (tmp_path / "cut.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00")
+  with pytest.raises(interop.InteropError, match="not readable as a safet"):
+    interop.read_state_dict(str(tmp_path / "cut.safetensors"))
+  (tmp_path / "junk.pth").write_bytes(b"not a zip or a pickle")
+  with pytest.raises(interop.InteropError, match="saved by torch.save"):
+    interop.read_state_dict(str(tmp_path / "junk.pth"))
+  (tmp_path / "w.h5").mkdir()
+  with pytest.raises(interop.InteropError, match="is a directory"):
+    interop.read_keras_h5(str(tmp_path / "w.h5"))

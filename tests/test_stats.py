@@ -2,6 +2,7 @@
 
 import functools
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -352,18 +353,45 @@ def test_collect_names_the_layer_with_nans():
   kernel = np.array(variables["params"]["conv2_1"]["kernel"])
   kernel[0, 0, 0, 0] = np.nan
   variables["params"]["conv2_1"]["kernel"] = kernel
-  with pytest.raises(FloatingPointError, match="output of conv2_1"):
+  with pytest.raises(FloatingPointError, match="parameter conv2_1/kernel"):
     stats.collect(
       SPEC, variables, groups.get(SPEC, "conv2_1"), _batches(1),
       mode="sampled", key=jax.random.key(0),
     )  # fmt: skip
   images = _batches(1)
   images[0]["image"][0, 0, 0, 0] = np.inf
-  with pytest.raises(FloatingPointError, match="conv1_1"):
+  with pytest.raises(FloatingPointError, match="the output of conv1_1"):
     stats.collect(
       SPEC, random_variables(SPEC, 8), groups.get(SPEC, "conv1_1"), images,
       mode="exhaustive",
     )  # fmt: skip
+
+
+def test_overflow_names_the_layer_that_is_not_finite():
+  """A kernel of extreme scale: the message names a tensor that really is
+  not finite (or says that finite activations overflowed), never a finite
+  one as the culprit."""
+  variables = random_variables(SPEC, 8)
+  variables["params"]["conv1_1"]["kernel"] = variables["params"]["conv1_1"][
+    "kernel"
+  ] * np.float32(1e38)
+  with pytest.raises(FloatingPointError) as raised:
+    stats.collect(
+      SPEC, variables, groups.get(SPEC, "conv2_1"), _batches(1),
+      mode="exhaustive",
+    )  # fmt: skip
+  message = str(raised.value)
+  assert "the output of conv1_1" in message or "overflow" in message, message
+  _, state = models.build(SPEC).apply(
+    variables, _batches(1)[0]["image"], capture_intermediates=True,
+    mutable=["intermediates"],
+  )  # fmt: skip
+  named = re.search(r"the output of (\S+) \(first non-finite", message)
+  if named:  # The named layer's output is not finite, and no earlier one.
+    out = state["intermediates"]
+    for part in named.group(1).split("/"):
+      out = out[part]
+    assert not np.isfinite(np.asarray(out["__call__"][0])).all()
 
 
 def test_collect_does_not_recompile_per_batch():

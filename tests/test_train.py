@@ -249,6 +249,75 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     train.load_model(str(tmp_path / "empty"))
 
 
+def test_save_model_replaces_a_model_atomically(tmp_path):
+  """Saving twice into one directory (a rerun, train.convert --out an
+  existing dir) replaces the model whole and leaves nothing beside it."""
+  directory = tmp_path / "model"
+  first, second = random_variables(SPEC, 8, 0), random_variables(SPEC, 8, 1)
+  train.save_model(str(directory), SPEC, first, 8)
+  train.save_model(str(directory), SPEC, second, 8, {"n": 2})
+  _, got, meta = train.load_model(str(directory))
+  jax.tree.map(np.testing.assert_array_equal, got, second)
+  assert meta["extra"] == {"n": 2}
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_model_directory_errors_say_what_to_pass(tmp_path):
+  variables = random_variables(SPEC, 8)
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(FileNotFoundError, match="is a file, not a model"):
+    train.load_model(str(tmp_path / "file"))
+  # A training checkpoint (fit's, with optimizer state and input position).
+  _fit(SPEC, tmp_path / "run")
+  with pytest.raises(FileNotFoundError, match="is a run's workdir"):
+    train.load_model(str(tmp_path / "run"))
+  with pytest.raises(FileNotFoundError, match="is a training checkpoint"):
+    train.load_model(str(tmp_path / "run" / "checkpoints"))
+  # Corrupt: every stored array chunk overwritten with garbage.
+  train.save_model(str(tmp_path / "model"), SPEC, variables, 8)
+  for f in (tmp_path / "model").rglob("*"):
+    if f.is_file() and "/d/" in str(f):
+      f.write_bytes(b"\0garbage" * 3)
+  with pytest.raises(FileNotFoundError) as raised:
+    train.load_model(str(tmp_path / "model"))
+  message = str(raised.value)
+  assert "is corrupt or truncated" in message and str(tmp_path) in message
+  assert "\n" not in message
+
+
+def test_non_finite_parameters_are_named_at_load(tmp_path):
+  variables = random_variables(SPEC, 8)
+  kernel = np.array(variables["params"]["conv2_1"]["kernel"])
+  kernel.reshape(-1)[[1, 5, 7, 9]] = [np.nan, np.inf, -np.inf, np.nan]
+  variables["params"]["conv2_1"]["kernel"] = kernel
+  train.save_model(str(tmp_path / "model"), SPEC, variables, 8)
+  with pytest.raises(
+    FloatingPointError, match="parameter params/conv2_1/kernel has 4 NaN/inf"
+  ):
+    train.load_model(str(tmp_path / "model"))
+
+
+def test_evaluation_never_reports_an_accuracy_of_nan_logits():
+  """A kernel scaled by 1e38 is finite but overflows the forward pass:
+  evaluation refuses and names a layer whose output really is not
+  finite."""
+  variables = random_variables(SPEC, 8)
+  variables["params"]["conv1_1"]["kernel"] = variables["params"]["conv1_1"][
+    "kernel"
+  ] * np.float32(1e38)
+  with pytest.raises(FloatingPointError, match="logits are not finite") as e:
+    train.evaluate(SPEC, variables, [_batch()])
+  message = str(e.value)
+  layer = message.split("the output of ")[1].split(" ")[0]
+  _, state = models.build(SPEC).apply(
+    variables, _batch()["image"], capture_intermediates=True,
+    mutable=["intermediates"],
+  )  # fmt: skip
+  assert not np.isfinite(
+    np.asarray(state["intermediates"][layer]["__call__"][0])
+  ).all()
+
+
 def _fit(spec, workdir, steps=2):
   config = _config(num_epochs=1.0, warmup_epochs=0.0, log_every_steps=1,
                    checkpoint_every_steps=1)  # fmt: skip
@@ -310,6 +379,7 @@ def _prune_cmd(workdir, model, *extra):
   ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_prune_runlocal_end_to_end(tmp_path, small_model):
   """The default method (forward selection on centred statistics, centred
   fit towards the unpruned model's output, BatchNorm re-estimation,
@@ -360,6 +430,7 @@ def test_prune_runlocal_end_to_end(tmp_path, small_model):
   assert rows[0]["accuracy"] == report["pruned"]["accuracy"]
 
 
+@pytest.mark.slow
 def test_prune_errors(tmp_path, small_model):
   bad_field = subprocess.run(
     _prune_cmd(tmp_path, small_model, "--config.no_such_field=1"),
@@ -400,6 +471,7 @@ def _final_variables(workdir):
   return variables
 
 
+@pytest.mark.slow
 def test_killed_prune_resumes_to_the_same_result(tmp_path, small_model):
   extra = ("--config.finetune_epochs=8", "--config.stage_end_epochs=8")
   straight = tmp_path / "straight"

@@ -139,3 +139,11 @@ def initialize(
 def is_main_process() -> bool:
   """Process 0 writes reports and plots; every process saves checkpoints."""
   return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+  """Waits until every process reaches `name` (nothing on one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)

@@ -61,11 +61,11 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 from jax import lax
 
 from thinet_jax import groups as groups_lib
 from thinet_jax import models, sharding
+from thinet_jax import progress as progress_lib
 from thinet_jax.groups import Group
 from thinet_jax.spec import ModelSpec
 
@@ -534,7 +534,7 @@ def collect(
       spec, variables, images, [group.producer], models.producer_outputs
     )
     target = None
-    finite = [jnp.all(jnp.isfinite(y)), jnp.all(jnp.isfinite(x))]
+    finite = jnp.all(jnp.isfinite(y)) & jnp.all(jnp.isfinite(x))
     if ref_variables is not None:
       ref_x = capture(
         ref_spec,
@@ -547,11 +547,13 @@ def collect(
         ref_variables["params"], f"{group.consumer}/kernel"
       )
       target = linear_output(group, ref_x, ref_kernel)
-      finite[1] &= jnp.all(jnp.isfinite(target))
+      finite &= jnp.all(jnp.isfinite(target))
     moments = group_gram(
       group, x, kernel, mode, key, samples_per_image, mask, sums=True,
       target=target,
     )  # fmt: skip
+    # Finite activations can still overflow float32 in the products.
+    finite &= jnp.all(jnp.isfinite(moments[0]))
     zeros = jnp.einsum("bhwc,b->c", (y == 0).astype(jnp.float32), mask)
     return moments, zeros, y.shape[1] * y.shape[2], jnp.sum(mask), finite
 
@@ -563,9 +565,10 @@ def collect(
   count = images = positions = 0
   it = enumerate(batches)
   if progress:
-    it = tqdm.tqdm(
-      it, total=max_batches, desc=f"stats {group.name}", unit="batch"
-    )
+    it = progress_lib.bar(
+      it, total=progress_lib.length(batches, max_batches),
+      desc=f"statistics {group.name}", unit="batch",
+    )  # fmt: skip
   for i, batch in it:
     if max_batches is not None and i >= max_batches:
       break
@@ -576,22 +579,22 @@ def collect(
     # gets the same statistics.
     global_batch = sharding.shard_batch({"image": image, "mask": mask}, mesh)
     batch_key = None if key is None else jax.random.fold_in(key, i)
-    (g, n, s, n_d), z, hw, n_images, (producer_ok, consumer_ok) = batch_stats(
+    (g, n, s, n_d), z, hw, n_images, finite = batch_stats(
       variables, ref_variables, global_batch["image"], global_batch["mask"],
       batch_key,
     )  # fmt: skip
-    if not bool(producer_ok) or not bool(consumer_ok):
-      where = (
-        f"the output of {group.producer}"
-        if not bool(producer_ok)
-        else f"the input of {group.consumer}"
-      )
-      if reference is not None and not bool(consumer_ok):
-        where += " (or of the reference model's)"
-      raise FloatingPointError(
-        f"NaN or inf in {where} (group {group.name}) on batch {i}: the "
-        "model's variables or the input data are not finite; check the "
-        "checkpoint (a diverged fine-tune?) and the data pipeline"
+    if not bool(finite):
+      from thinet_jax import checks
+
+      where = checks.locate_nonfinite(spec, variables, image)
+      if reference is not None:
+        where += "; in the reference model, " + checks.locate_nonfinite(
+          *reference, image
+        )
+      raise checks.NonFiniteError(
+        f"NaN or inf in the statistics of group {group.name} on batch {i}: "
+        f"{where}; check the checkpoint (a diverged fine-tune?) and the "
+        "data pipeline"
       )
     gram += np.asarray(g, np.float64)
     sums += np.asarray(s, np.float64)

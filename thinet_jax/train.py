@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -40,9 +41,9 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-import tqdm
 
-from thinet_jax import models, sharding
+from thinet_jax import checks, models, rundir, sharding
+from thinet_jax import progress as progress_lib
 from thinet_jax.spec import ModelSpec
 
 
@@ -285,6 +286,11 @@ def make_eval_step(spec: ModelSpec):
       "top1": jnp.sum(_correct(logits, batch["label"], 1) * mask),
       "top5": jnp.sum(_correct(logits, batch["label"], k5) * mask),
       "count": jnp.sum(mask),
+      # Examples whose logits hold NaN or inf: `evaluate` refuses to turn
+      # them into an accuracy.
+      "nonfinite": jnp.sum(
+        jnp.any(~jnp.isfinite(logits), axis=-1).astype(jnp.float32) * mask
+      ),
     }
 
   return step
@@ -310,13 +316,28 @@ def evaluate(
   eval_step=None,
   progress: bool = False,
 ) -> dict[str, float]:
-  """Top-1 / top-5 accuracy and mean loss over (masked) batches."""
+  """Top-1 / top-5 accuracy and mean loss over (masked) batches.
+
+  Raises:
+    checks.NonFiniteError: the logits of some example are NaN or inf (the
+      message names the first parameter or layer output that is not
+      finite); no accuracy is computed from such logits.
+  """
   mesh = mesh or data_mesh()
   eval_step = eval_step or jitted_eval_step(spec)
   totals = dict(loss=0.0, top1=0.0, top5=0.0, count=0.0)
-  it = tqdm.tqdm(batches, desc="eval", unit="batch", disable=not progress)
+  it = progress_lib.bar(
+    batches, total=progress_lib.length(batches), desc="eval", unit="batch",
+    disable=not progress,
+  )  # fmt: skip
   for batch in it:
     sums = eval_step(variables, shard_batch(batch, mesh))
+    if float(sums["nonfinite"]) > 0:
+      where = checks.locate_nonfinite(spec, variables, batch["image"])
+      raise checks.NonFiniteError(
+        f"the model's logits are not finite on {int(sums['nonfinite'])} "
+        f"evaluation images; {where}"
+      )
     for k in totals:
       totals[k] += float(sums[k])
   n = max(totals["count"], 1.0)
@@ -388,9 +409,10 @@ def reestimate_batch_norm(
     k: np.zeros_like(sums[k]) for k in sums if k.endswith("/mean")
   }
   n = 0
-  it = tqdm.tqdm(
-    batches, desc="BN statistics", unit="batch", disable=not progress
-  )
+  it = progress_lib.bar(
+    batches, total=progress_lib.length(batches, max_batches),
+    desc="BN statistics", unit="batch", disable=not progress,
+  )  # fmt: skip
   for batch in it:
     if max_batches is not None and n >= max_batches:
       break
@@ -603,7 +625,7 @@ def fit(
   train_step = sharded_train_step(spec, tx, mesh, seed, teacher)
   eval_step = jitted_eval_step(spec)
   start_step = int(state.step)
-  bar = tqdm.tqdm(
+  bar = progress_lib.bar(
     total=total, initial=start_step, desc=desc, unit="step",
     disable=not (progress and main), dynamic_ncols=True,
   )  # fmt: skip
@@ -626,15 +648,19 @@ def fit(
           "images_per_s": window_images / max(elapsed, 1e-9),
         }
         if not np.isfinite(row["loss"]):
-          raise FloatingPointError(
-            f"training diverged at step {done} (loss {row['loss']}); lower "
-            "config.learning_rate or restart from the last checkpoint"
+          where = checks.locate_nonfinite(
+            spec, variables_of(state), batch["image"]
+          )
+          raise checks.NonFiniteError(
+            f"training diverged at step {done} (loss {row['loss']}; {where});"
+            " lower config.learning_rate or restart from the last checkpoint"
           )
         log.write(json.dumps(row) + "\n")
         log.flush()
         bar.set_postfix(
           loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2g}",
           img_s=f"{row['images_per_s']:.0f}",
+          refresh=progress_lib.interactive(),  # A log gets a line per 30 s.
         )  # fmt: skip
         window_start, window_images = time.perf_counter(), 0
       bar.update(1)
@@ -685,35 +711,134 @@ def save_model(
   image_size: int,
   extra: dict | None = None,
 ) -> None:
-  """Saves a model (spec + variables, no optimizer) as a checkpoint dir."""
-  ckpt = Checkpointer(directory, max_to_keep=1)
+  """Saves a model (spec + variables, no optimizer) as a checkpoint dir.
+
+  Atomic and repeatable: the model is written under `<directory>.partial`
+  and swapped in whole (`rundir.replace_dir`), replacing a model already
+  there, so a reader (or a run killed and started again) never meets half
+  a model, and saving the same model twice is no error.
+  """
+  main = sharding.is_main_process()
+  tmp = f"{os.path.abspath(directory)}.partial"
+  if main:
+    shutil.rmtree(tmp, ignore_errors=True)
+  sharding.sync(f"save_model start {directory}")
+  ckpt = Checkpointer(tmp, max_to_keep=1)
   ckpt.save(create_state(variables, _NO_OPT), spec, image_size, extra)
   ckpt.wait()
   ckpt.close()
+  sharding.sync(f"save_model written {directory}")
+  if main:
+    rundir.replace_dir(tmp, directory)
+  sharding.sync(f"save_model done {directory}")
+
+
+class ModelDirectoryError(FileNotFoundError):
+  """A path given as a model directory is not a readable model."""
+
+
+def model_meta(directory: str) -> tuple[ModelSpec, dict[str, Any]]:
+  """(spec, meta) of a model directory, without reading its variables: what
+  a command checks before it loads anything.
+
+  Raises:
+    ModelDirectoryError: as `load_model`.
+  """
+  ckpt = _open_model(directory)
+  try:
+    meta = _model_meta(ckpt, directory)
+  finally:
+    ckpt.close()
+  return ModelSpec.from_dict(meta["spec"]), meta
 
 
 def load_model(directory: str) -> tuple[ModelSpec, dict[str, Any], dict]:
   """(spec, variables, meta) of a model directory; needs nothing else.
 
+  Every parameter and statistic is checked to be finite.
+
   Raises:
-    FileNotFoundError: no checkpoint in `directory` (the message says what
-      a model directory is).
+    ModelDirectoryError (a FileNotFoundError): no model directory there, a
+      training checkpoint given instead, or a corrupt or truncated one; the
+      message names the directory (and the parameter) and what to pass.
+    checks.NonFiniteError: a parameter holds NaN or inf (its path named).
   """
+  ckpt = _open_model(directory)
+  try:
+    meta = _model_meta(ckpt, directory)
+    try:
+      spec, state, _ = ckpt.restore()
+    except Exception as e:  # noqa: BLE001 (any read failure is corruption)
+      raise _corrupt(directory, _parameter_in(str(e)), e) from None
+  finally:
+    ckpt.close()
+  variables = jax.device_get(variables_of(state))
+  checks.check_finite(variables, f"model directory {directory}")
+  return spec, variables, meta
+
+
+_WHAT_A_MODEL_IS = (
+  "a model directory is the 'model' folder written by train.main, "
+  "train.prune or train.convert"
+)
+
+
+def _open_model(directory: str) -> Checkpointer:
+  """A Checkpointer on a directory that looks like a model directory."""
+  if not os.path.exists(directory):
+    raise ModelDirectoryError(
+      f"model directory {directory!r} does not exist; {_WHAT_A_MODEL_IS}"
+    )
   if not os.path.isdir(directory):
-    raise FileNotFoundError(
-      f"model directory {directory!r} does not exist; pass the 'model' "
-      "folder written by train.main or train.prune"
+    raise ModelDirectoryError(
+      f"{directory!r} is a file, not a model directory; {_WHAT_A_MODEL_IS}"
+    )
+  if os.path.isdir(os.path.join(directory, "checkpoints")):
+    raise ModelDirectoryError(
+      f"{directory!r} is a run's workdir, not a model directory; pass its "
+      f"'model' folder ({os.path.join(directory, 'model')})"
     )
   ckpt = Checkpointer(directory)
   if ckpt.latest_step() is None:
-    raise FileNotFoundError(
-      f"no checkpoint in {directory!r}; a model directory is the 'model' "
-      "folder written by train.main or train.prune"
+    ckpt.close()
+    raise ModelDirectoryError(
+      f"no checkpoint in {directory!r}; {_WHAT_A_MODEL_IS}"
     )
-  meta = ckpt.meta()
-  spec, state, _ = ckpt.restore()
-  ckpt.close()
-  return spec, jax.device_get(variables_of(state)), meta
+  return ckpt
+
+
+def _model_meta(ckpt: Checkpointer, directory: str) -> dict[str, Any]:
+  try:
+    meta = ckpt.meta()
+  except Exception as e:  # noqa: BLE001
+    raise _corrupt(directory, "its metadata", e) from None
+  if "data" in meta.get("extra", {}):  # fit's checkpoints hold the input.
+    raise ModelDirectoryError(
+      f"{directory!r} is a training checkpoint (optimizer state and input "
+      "position, written during fit), not a model directory; pass the "
+      "'model' folder of that run (<workdir>/model)"
+    )
+  return meta
+
+
+def _parameter_in(message: str) -> str:
+  """The parameter an Orbax/TensorStore error names ('params.conv1_2.kernel'
+  -> 'params/conv1_2/kernel'), else 'a parameter'."""
+  import re
+
+  found = re.search(r"\b((?:params|batch_stats)(?:\.\w+)+)", message)
+  if not found:
+    return "a parameter"
+  return "parameter " + found.group(1).replace(".", "/")
+
+
+def _corrupt(directory: str, what: str, error: Exception):
+  kind = type(error).__name__
+  return ModelDirectoryError(
+    f"model directory {directory!r} is corrupt or truncated: {what} could "
+    f"not be read ({kind}); restore it from a copy or rerun the command "
+    "that wrote it"
+  )
 
 
 def has_checkpoint(directory: str) -> bool:
