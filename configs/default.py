@@ -42,6 +42,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every_epochs = 1  # Evaluate every this many epochs.
   config.checkpoint_every_steps = 200  # Also checkpoint at every epoch end.
   config.log_every_steps = 50  # Metrics line (JSONL) every this many steps.
+  # Resuming a workdir whose steps were made under other settings: "" (stop
+  # and name the differing fields), or the step to redo from, with all
+  # after it ("start", a group name, "head", "allocation", "final", or
+  # "train" for train.main).
+  config.restart_from = ""
   return apply_arg(config, arg)
 
 

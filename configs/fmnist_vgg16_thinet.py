@@ -17,6 +17,8 @@ and another criterion in its place, under the same schedule:
       --workdir runs/prune-l1 --config.criterion=weight_sum
 """
 
+import ml_collections
+
 from configs import default, fmnist_vgg16
 
 
@@ -24,7 +26,9 @@ def get_config(arg: str | None = None):
   config = fmnist_vgg16.get_config()
   config.init_checkpoint = "baselines/vgg16-fmnist"  # The shipped baseline.
   config.groups = ()  # Producers to prune, in order; () = the paper's choice.
-  config.keep_ratio = 0.5  # Kept fraction: one value, or one per group.
+  # Kept fraction: one value, or one per group, also on the command line
+  # ('--config.keep_ratio=(0.5,0.25)'); any type, so both parse.
+  config.keep_ratio = ml_collections.FieldReference(0.5, field_type=object)
   # Instead of keep_ratio: keep this fraction of the original cost, with
   # per-group keep counts from sweep.allocation (0 = off).
   config.budget = 0.0

@@ -37,8 +37,9 @@ from typing import Any
 import grain
 import numpy as np
 import tensorflow_datasets as tfds
-import tqdm
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
+
+from thinet_jax import progress
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 _FMNIST_FILES = {
@@ -311,7 +312,7 @@ def load_arrays(
   read_many = getattr(
     data_source, "__getitems__", lambda ids: [data_source[i] for i in ids]
   )
-  with tqdm.tqdm(total=n, desc="decoding", unit="img") as bar:
+  with progress.bar(total=n, desc="decoding", unit="img") as bar:
     for start in range(0, n, chunk):
       records = read_many(range(start, min(n, start + chunk)))
       images.extend(np.asarray(r["image"]) for r in records)
@@ -617,7 +618,7 @@ def labels(
     decoders={"image": tfds.decode.SkipDecoding()},
   )  # fmt: skip
   out = np.empty(n, np.int32)
-  with tqdm.tqdm(total=n, desc=f"labels of {name}", unit="rec") as bar:
+  with progress.bar(total=n, desc=f"labels of {name}", unit="rec") as bar:
     for start in range(0, n, chunk):
       ids = range(start, min(n, start + chunk))
       out[start : ids.stop] = [int(r["label"]) for r in raw.__getitems__(ids)]

@@ -15,9 +15,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
-from thinet_jax import models, profile
+from thinet_jax import models, profile, progress
 from thinet_jax.spec import ModelSpec
 
 
@@ -59,7 +58,7 @@ def describe(
   timed_images = 0
   batches = itertools.islice(batches, num_batches)
   for n, batch in enumerate(
-    tqdm.tqdm(batches, total=num_batches, desc="eval", unit="batch")
+    progress.bar(batches, total=num_batches, desc="eval", unit="batch")
   ):
     images = jnp.asarray(batch["image"])
     mask = np.asarray(batch.get("mask", np.ones(len(images))), np.float32)

@@ -340,6 +340,32 @@ def stage_ends(spec: ModelSpec) -> set[str]:
   return ends
 
 
+def step_dir(workdir: str, index: int, p: GroupPlan) -> str:
+  """<workdir>/steps/NN_<group>: where step `index` of a procedure lives."""
+  return os.path.join(
+    workdir, "steps", f"{index:02d}_{p.name.replace('/', '-')}"
+  )
+
+
+def step_determinants(
+  context: dict[str, Any],
+  plans: list[GroupPlan],
+  index: int,
+  options: PruneOptions,
+  seed: int,
+) -> dict[str, Any]:
+  """Everything that determines step `index`'s result: the caller's
+  context (starting model, data, fine-tune settings), the method, the seed
+  and the plans up to and including this one (a later group's ratio does
+  not change an earlier step)."""
+  return {
+    **context,
+    "method": dataclasses.asdict(options),
+    "seed": seed,
+    "plans": [dataclasses.asdict(q) for q in plans[: index + 1]],
+  }
+
+
 def run_procedure(
   spec: ModelSpec,
   variables: dict[str, Any],
@@ -353,14 +379,19 @@ def run_procedure(
   options: PruneOptions = PruneOptions(),
   seed: int = 0,
   progress: bool = True,
+  context: dict[str, Any] | None = None,
+  on_step: Callable[[int, dict[str, Any], bool], None] | None = None,
 ) -> tuple[ModelSpec, dict[str, Any], list[dict[str, Any]]]:
   """Prunes `plans` in order, fine-tuning after each; resumable.
 
   Each group's pruned model and fine-tuned model are saved under
-  <workdir>/steps/NN_<group>/{pruned,finetuned}; a run started again skips
-  finished steps, resumes an interrupted fine-tune from its own checkpoint,
-  and recomputes an interrupted pruning (deterministic given `seed`), so it
-  ends with the same variables as an uninterrupted run.
+  `step_dir(workdir, i, plan)`/{pruned,finetuned}; a run started again
+  skips finished steps, resumes an interrupted fine-tune from its own
+  checkpoint, and recomputes an interrupted pruning (deterministic given
+  `seed`), so it ends with the same variables as an uninterrupted run.
+  A step records what determined it (`step_determinants`) when it starts;
+  resuming it under anything else raises `rundir.ResumeMismatchError`
+  naming the differing fields, instead of mixing two runs in one model.
 
   Args:
     spec, variables: the model to prune.
@@ -375,25 +406,32 @@ def run_procedure(
     options: criterion, least squares, sampling (see `prune_group`).
     seed: seeds sampling and the random criterion.
     progress: progress bars.
+    context: what else determines every step (the starting model's hash,
+      data and fine-tune settings), recorded in its fingerprint.
+    on_step: called as on_step(i, record, resumed) when step i is done.
 
   Returns:
     (final spec, final variables, one record dict per step).
   """
-  from thinet_jax import train  # Orbax and Optax only for the procedure.
+  from thinet_jax import rundir, train  # Orbax and Optax only here.
 
   os.makedirs(workdir, exist_ok=True)
   records = []
   original = (spec, variables)  # The reference for target="original".
   for i, p in enumerate(plans):
-    step_dir = os.path.join(
-      workdir, "steps", f"{i:02d}_{p.name.replace('/', '-')}"
+    directory = step_dir(workdir, i, p)
+    rundir.claim_step(
+      os.path.join(directory, rundir.FINGERPRINT),
+      step_determinants(context or {}, plans, i, options, seed),
     )
-    done_dir = os.path.join(step_dir, "finetuned")
+    done_dir = os.path.join(directory, "finetuned")
     if train.has_checkpoint(done_dir):
       spec, variables, meta = train.load_model(done_dir)
       records.append(meta["extra"])
+      if on_step is not None:
+        on_step(i, meta["extra"], True)
       continue
-    pruned_dir = os.path.join(step_dir, "pruned")
+    pruned_dir = os.path.join(directory, "pruned")
     if train.has_checkpoint(pruned_dir):
       spec, variables, meta = train.load_model(pruned_dir)
       record = meta["extra"]
@@ -410,7 +448,7 @@ def run_procedure(
     accuracy = record["accuracy_pruned"]  # No fine-tune: nothing changed.
     if p.finetune_epochs > 0:
       variables = finetune(
-        spec, variables, os.path.join(step_dir, "finetune"),
+        spec, variables, os.path.join(directory, "finetune"),
         p.finetune_epochs, p.finetune_lr, f"fine-tune {p.name}", i,
       )  # fmt: skip
       accuracy = evaluate(spec, variables)["accuracy"]
@@ -421,4 +459,6 @@ def run_procedure(
     }
     train.save_model(done_dir, spec, variables, image_size, record)
     records.append(record)
+    if on_step is not None:
+      on_step(i, record, False)
   return spec, variables, records

@@ -119,27 +119,127 @@ def markdown_table(report: dict[str, Any]) -> str:
     f"FLOPs {report['flops_reduction']:.2f}x fewer, params "
     f"{report['params_reduction']:.2f}x fewer; top-1 accuracy "
     f"{b['accuracy']:.4f} -> {p['accuracy']:.4f} "
-    f"({100 * report['accuracy_change']:+.2f} points); wall time "
-    f"{report['wall_s'] / 60:.1f} min."
+    f"({100 * report['accuracy_change']:+.2f} points); {wall_time(report)}."
   )
   return "\n".join(lines)
 
 
-def write(workdir: str, report: dict[str, Any]) -> None:
-  """report.json, report.md, accuracy.png and widths.png in `workdir`."""
-  with open(os.path.join(workdir, "report.json"), "w") as f:
-    json.dump(report, f, indent=2)
-  config = report["config"]
-  header = (
-    f"# ThiNet procedure: {config.get('model')} on {config.get('dataset')}\n\n"
-    f"Criterion `{config.get('criterion')}`, least squares "
-    f"{config.get('least_squares')}, keep ratio {config.get('keep_ratio')}, "
-    f"statistics {config.get('stats_mode')} ({config.get('images_per_class')}"
-    f" images per class, {config.get('samples_per_image')} samples each).\n\n"
+def wall_time(report: dict[str, Any]) -> str:
+  """'wall time 12.3 min' or, for a resumed run, the total over its
+  invocations and the last one's."""
+  wall = report.get("wall")
+  if not wall or wall.get("invocations", 1) <= 1:
+    return f"wall time {report['wall_s'] / 60:.1f} min"
+  return (
+    f"wall time {wall['total_s'] / 60:.1f} min over {wall['invocations']} "
+    f"invocations (the last {wall['last_s'] / 60:.1f} min)"
   )
-  with open(os.path.join(workdir, "report.md"), "w") as f:
-    f.write(header + markdown_table(report) + "\n")
+
+
+# Every config field that shaped the pruned model, as report.md lists them.
+METHOD_FIELDS = (
+  ("criterion", "selection criterion"),
+  ("least_squares", "least-squares scales"),
+  ("ridge", "ridge"),
+  ("centred", "centred fit and mean shift"),
+  ("target", "reconstruction target"),
+  ("bn_batches", "BatchNorm re-estimation batches"),
+  ("stats_mode", "statistics"),
+  ("images_per_class", "statistics images per class"),
+  ("samples_per_image", "samples per image"),
+  ("keep_ratio", "keep ratio"),
+  ("budget", "budget (0 = off)"),
+  ("budget_metric", "budget metric"),
+  ("head", "head surgery"),
+  ("head_finetune_epochs", "head fine-tune epochs"),
+  ("distill_weight", "distillation weight"),
+  ("distill_temperature", "distillation temperature"),
+  ("finetune_epochs", "fine-tune epochs per group"),
+  ("stage_end_epochs", "... after a stage's last group"),
+  ("finetune_lr", "per-group fine-tune learning rate"),
+  ("num_epochs", "final fine-tune epochs"),
+  ("learning_rate", "final fine-tune peak learning rate"),
+  ("schedule", "final fine-tune schedule"),
+  ("warmup_epochs", "final fine-tune warm-up epochs"),
+  ("lr_drop_epochs", "step schedule drops at"),
+  ("batch_size", "batch size"),
+  ("momentum", "momentum"),
+  ("nesterov", "Nesterov"),
+  ("weight_decay", "weight decay"),
+  ("seed", "seed"),
+)
+
+
+def settings_table(config: dict[str, Any]) -> str:
+  """The method's settings as a two-column Markdown table."""
+  rows = ["| setting | value |", "|---|---|"]
+  for field, label in METHOD_FIELDS:
+    if field in config:
+      rows.append(f"| {label} (`{field}`) | {config[field]!r} |")
+  return "\n".join(rows)
+
+
+def write(workdir: str, report: dict[str, Any]) -> None:
+  """accuracy.png, widths.png, report.md, then report.json in `workdir`,
+  each written atomically; report.json last, so its presence means the
+  report is complete."""
+  from thinet_jax import rundir
+
   _plots(workdir, report)
+  config = report["config"]
+  text = (
+    f"# ThiNet procedure: {config.get('model')} on {config.get('dataset')}"
+    "\n\n" + markdown_table(report) + "\n\n## Settings\n\n"
+    + settings_table(config) + "\n"
+  )  # fmt: skip
+  rundir.write_text(os.path.join(workdir, "report.md"), text)
+  rundir.write_json(os.path.join(workdir, "report.json"), report)
+
+
+def accuracy_figure(report: dict[str, Any]):
+  """Accuracy along the procedure: right after each pruning (hollow) and
+  after its fine-tune (filled), the baseline as a labelled line."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  steps = report["steps"]
+  fig, ax = plt.subplots(figsize=(max(6, len(steps) * 0.7), 4))
+  x = list(range(1, len(steps) + 1))
+  path_x, path_y = [0], [report["baseline"]["accuracy"]]
+  for i, s in enumerate(steps, 1):
+    path_x += [i - 0.5, i]
+    path_y += [s["accuracy_pruned"], s["accuracy_finetuned"]]
+  path_x.append(len(steps) + 1)
+  path_y.append(report["pruned"]["accuracy"])
+  ax.plot(path_x, path_y, color="tab:blue", lw=1, alpha=0.6)
+  ax.plot(
+    [i - 0.5 for i in x], [s["accuracy_pruned"] for s in steps], "o",
+    mfc="white", color="tab:blue", label="right after pruning",
+  )  # fmt: skip
+  ax.plot(
+    x, [s["accuracy_finetuned"] for s in steps], "o", color="tab:blue",
+    label="after the group's fine-tune",
+  )  # fmt: skip
+  ax.plot(
+    [len(steps) + 1], [report["pruned"]["accuracy"]], "*", ms=12,
+    color="tab:green", label="after the final fine-tune",
+  )  # fmt: skip
+  ax.axhline(
+    report["baseline"]["accuracy"], color="gray", ls="--", lw=0.8,
+    label="unpruned baseline",
+  )  # fmt: skip
+  ax.set_xticks([0, *x, len(steps) + 1])
+  ax.set_xticklabels(
+    ["baseline", *[s["group"] for s in steps], "final"], rotation=45,
+    ha="right",
+  )  # fmt: skip
+  ax.set_ylabel("top-1 accuracy")
+  ax.set_title("accuracy along the procedure")
+  ax.legend(loc="lower left", fontsize=8)
+  fig.tight_layout()
+  return fig
 
 
 def _plots(workdir: str, report: dict[str, Any]) -> None:
@@ -148,24 +248,8 @@ def _plots(workdir: str, report: dict[str, Any]) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  steps = report["steps"]
-  x, y, labels = [0], [report["baseline"]["accuracy"]], ["baseline"]
-  for i, s in enumerate(steps):
-    x += [i + 0.5, i + 1]
-    y += [s["accuracy_pruned"], s["accuracy_finetuned"]]
-    labels += ["", s["group"]]
-  x.append(len(steps) + 1)
-  y.append(report["pruned"]["accuracy"])
-  labels.append("final")
-  fig, ax = plt.subplots(figsize=(max(6, len(steps) * 0.7), 4))
-  ax.plot(x, y, marker="o")
-  ax.axhline(report["baseline"]["accuracy"], color="gray", ls="--", lw=0.8)
-  ax.set_xticks([t for t, lab in zip(x, labels, strict=True) if lab])
-  ax.set_xticklabels([lab for lab in labels if lab], rotation=45, ha="right")
-  ax.set_ylabel("top-1 accuracy")
-  ax.set_title("accuracy along the procedure (half steps: right after pruning)")
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "accuracy.png"), dpi=100)
+  fig = accuracy_figure(report)
+  _save(fig, os.path.join(workdir, "accuracy.png"))
   plt.close(fig)
 
   widths = report["widths"]
@@ -180,8 +264,15 @@ def _plots(workdir: str, report: dict[str, Any]) -> None:
   ax.set_ylabel("output channels")
   ax.legend()
   fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "widths.png"), dpi=100)
+  _save(fig, os.path.join(workdir, "widths.png"))
   plt.close(fig)
+
+
+def _save(fig, path: str) -> None:
+  """Saves a figure through a temporary file and a rename."""
+  tmp = f"{path}.tmp{os.getpid()}.png"
+  fig.savefig(tmp, dpi=100)
+  os.replace(tmp, path)
 
 
 # --- ratio sweeps -----------------------------------------------------------

@@ -49,10 +49,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
 
 from thinet_jax import groups as groups_lib
 from thinet_jax import models, profile, select, surgery, train
+from thinet_jax import progress as progress_lib
 from thinet_jax.spec import ModelSpec
 from thinet_jax.stats import GroupStats
 
@@ -540,7 +540,9 @@ def finetune_variants(
   step = jax.jit(make_variants_step(spec, tx, seed), donate_argnums=0)
   it = iter(batches)
   history = []
-  for _ in tqdm.trange(steps, desc="fine-tune variants", disable=not progress):
+  for _ in progress_lib.bar(
+    range(steps), desc="fine-tune variants", disable=not progress
+  ):
     states, metrics = step(states, masks, train.shard_batch(next(it), mesh))
     history.append({k: np.asarray(v).tolist() for k, v in metrics.items()})
   return train.variables_of(states), history

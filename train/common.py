@@ -5,9 +5,9 @@ Everything here is wiring; the logic lives in `thinet_jax`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
-import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -17,7 +17,16 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
-from thinet_jax import data, models, presets, profile, sharding, train
+from thinet_jax import (
+  data,
+  models,
+  presets,
+  profile,
+  progress,
+  rundir,
+  sharding,
+  train,
+)
 from thinet_jax.spec import ModelSpec
 
 
@@ -38,6 +47,10 @@ def define_flags():
   )
   flags.DEFINE_integer("num_processes", None, "Number of processes.")
   flags.DEFINE_integer("process_id", None, "This process's index.")
+  flags.DEFINE_bool(
+    "traceback", False, "On a usage or input error, show the Python "
+    "traceback instead of one line.",
+  )  # fmt: skip
   return config, workdir
 
 
@@ -65,22 +78,76 @@ def require_checkpoint(config: ml_collections.ConfigDict, command: str) -> None:
     )
 
 
+def checkpoint_spec(config: ml_collections.ConfigDict) -> ModelSpec:
+  """The spec of `config.init_checkpoint` (read from its metadata alone,
+  no variables), checked against `config.model` and `config.image_size`;
+  without a checkpoint, the preset's."""
+  if not config.init_checkpoint:
+    return presets.get(config.model)
+  spec, meta = train.model_meta(config.init_checkpoint)
+  expected = presets.get(config.model)
+  if spec.skeleton() != expected.skeleton():
+    raise ValueError(
+      f"{config.init_checkpoint} holds a model of another architecture "
+      f"than config.model={config.model!r}: {spec.to_json(indent=None)}; "
+      "set config.model to the checkpoint's preset"
+    )
+  if meta["image_size"] != config.image_size:
+    raise ValueError(
+      f"{config.init_checkpoint} was trained at image_size "
+      f"{meta['image_size']}, the config says {config.image_size}"
+    )
+  return spec
+
+
+def validate_training(config: ml_collections.ConfigDict) -> None:
+  """The fields every command shares, checked before any work: the model
+  preset, the schedule, sizes and counts."""
+  from absl import app
+
+  if config.model not in presets.names():
+    raise app.UsageError(
+      f"config.model={config.model!r} is not a preset; known: "
+      f"{', '.join(presets.names())}"
+    )
+  if config.schedule not in ("cosine", "step", "constant"):
+    raise app.UsageError(
+      'config.schedule must be "cosine", "step" or "constant", got '
+      f"{config.schedule!r}"
+    )
+  for field in ("batch_size", "image_size", "log_every_steps",
+                "checkpoint_every_steps", "eval_every_epochs"):  # fmt: skip
+    if config[field] < 1:
+      raise app.UsageError(f"config.{field} must be >= 1, got {config[field]}")
+  for field in ("num_epochs", "learning_rate", "warmup_epochs",
+                "weight_decay", "momentum"):  # fmt: skip
+    if config[field] < 0:
+      raise app.UsageError(f"config.{field} must be >= 0, got {config[field]}")
+  if config.batch_size % jax.process_count():
+    raise app.UsageError(
+      f"config.batch_size={config.batch_size} must be a multiple of the "
+      f"{jax.process_count()} processes"
+    )
+  data.source(config.dataset, config.train_split, config.data_dir or None)
+
+
+@contextlib.contextmanager
+def locked(workdir: str):
+  """`rundir.lock(workdir)` on process 0 (the one that writes reports);
+  every process checks the workdir is writable."""
+  if sharding.is_main_process():
+    with rundir.lock(workdir):
+      yield
+  else:
+    rundir.ensure_writable(workdir)
+    yield
+
+
 def setup(config: ml_collections.ConfigDict) -> Run:
   """Model (from `init_checkpoint` or a fresh init of the preset) and data."""
   if config.init_checkpoint:
-    spec, variables, meta = train.load_model(config.init_checkpoint)
-    expected = presets.get(config.model)
-    if spec.skeleton() != expected.skeleton():
-      raise ValueError(
-        f"{config.init_checkpoint} holds a model of another architecture "
-        f"than config.model={config.model!r}: {spec.to_json(indent=None)}; "
-        "set config.model to the checkpoint's preset"
-      )
-    if meta["image_size"] != config.image_size:
-      raise ValueError(
-        f"{config.init_checkpoint} was trained at image_size "
-        f"{meta['image_size']}, the config says {config.image_size}"
-      )
+    checkpoint_spec(config)  # The architecture and image size match.
+    spec, variables, _ = train.load_model(config.init_checkpoint)
   else:
     spec = presets.get(config.model)
     variables = models.init(
@@ -98,6 +165,7 @@ def setup(config: ml_collections.ConfigDict) -> Run:
     )  # fmt: skip
 
   n_train = len(data.source(config.dataset, config.train_split, data_dir))
+  n_eval = len(data.source(config.dataset, config.eval_split, data_dir))
   steps = config.steps_per_epoch
   if steps <= 0:
     steps = n_train // config.batch_size
@@ -108,8 +176,10 @@ def setup(config: ml_collections.ConfigDict) -> Run:
       batch_size=per_process, image_size=config.image_size, train=False,
       preprocessing=config.preprocessing,
     )  # fmt: skip
-    n = None if config.eval_batches < 0 else config.eval_batches
-    return itertools.islice(ds, n)
+    n = -(-n_eval // config.batch_size)  # The last batch is padded.
+    if config.eval_batches >= 0:
+      n = min(n, config.eval_batches)
+    return progress.Sized(itertools.islice(ds, n), n)
 
   return Run(config, spec, variables, train_data, eval_data, steps, n_train)
 
@@ -168,10 +238,14 @@ def stats_batches(config: ml_collections.ConfigDict):
       data.ArraySource(images[idx], labels[idx]) if images is not None
       else data.Subset(src, idx)
     )  # fmt: skip
-    return data.pipeline(
-      sample, batch_size=max(local, size - size % local),
-      image_size=config.image_size, train=False, dataset_name=config.dataset,
-      preprocessing=config.preprocessing, in_memory=images is not None,
+    batch_size = max(local, size - size % local)
+    return progress.Sized(
+      data.pipeline(
+        sample, batch_size=batch_size, image_size=config.image_size,
+        train=False, dataset_name=config.dataset,
+        preprocessing=config.preprocessing, in_memory=images is not None,
+      ),
+      -(-len(idx) // (batch_size * jax.process_count())),
     )  # fmt: skip
 
   return batches
@@ -190,15 +264,143 @@ def start(argv) -> tuple[ml_collections.ConfigDict, str, float]:
   return f.config, f.workdir, time.time()
 
 
+# Errors a user can fix from the message alone: printed as one line (the
+# traceback with --traceback). Anything else is a bug and keeps its trace.
+USER_ERRORS = (
+  ValueError,  # Config, spec, checkpoint and data errors (and subclasses).
+  KeyError,  # Unknown groups, criteria.
+  FileNotFoundError,  # Missing model directories, datasets, weights.
+  FloatingPointError,  # NaN/inf, with the tensor named.
+  PermissionError,
+)
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """`absl.app.run(main)`, with usage and input errors as one line.
+
+  A mistyped config field, a bad value or a missing file ends the command
+  with `<command>: error: <what is wrong and how to fix it>` and exit
+  status 2, instead of a traceback; `--traceback` shows the traceback.
+  """
+  import sys
+
+  from absl import app, flags
+
+  path = os.path.abspath(sys.argv[0]).removesuffix(".py")
+  parent, command = os.path.split(path)
+  if os.path.basename(parent) == "train":  # python -m train.prune
+    command = f"train.{command}"
+
+  def fail(message: str) -> None:
+    print(f"{command}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+  def parse(argv):
+    try:
+      return flags.FLAGS(argv)
+    except SystemExit:  # absl's --help exits 1 after printing: a success.
+      helps = ("--help", "-h", "-?", "--helpshort", "--helpfull")
+      if any(a.split("=")[0] in helps for a in argv[1:]):
+        sys.exit(0)
+      raise
+    except flags.Error as e:
+      fail(f"{e}; see --help")
+    except AttributeError as e:  # ml_collections: an unknown config field.
+      fail(_unknown_field(e, argv))
+    except (ValueError, TypeError) as e:
+      fail(f"{e}; see --help")
+
+  def guarded(argv):
+    try:
+      main(argv)
+    except app.UsageError as e:
+      if flags.FLAGS.traceback:
+        raise
+      fail(str(e))
+    except USER_ERRORS as e:
+      if flags.FLAGS.traceback:
+        raise
+      fail(one_line(e))
+
+  app.run(guarded, flags_parser=parse)
+
+
+def one_line(error: BaseException) -> str:
+  text = error.args[0] if len(error.args) == 1 else str(error)
+  return " ".join(str(text).split())
+
+
+def _unknown_field(error: AttributeError, argv) -> str:
+  """'--config.keep_ratoi: no such config field; did you mean ...'."""
+  import re
+
+  text = one_line(error).strip("'\"")
+  field = re.match(r"\\?'?(\w+)", text)
+  name = field.group(1) if field else "?"
+  flag = next((a.split("=")[0] for a in argv if f".{name}" in a), name)
+  hint = re.search(r'Did you mean "(\w+)"', text)
+  suggestion = f'; did you mean "{hint.group(1)}"?' if hint else ""
+  return (
+    f"{flag}: the config has no field {name!r}{suggestion} (the fields "
+    "and their meaning are in the config file and configs/default.py)"
+  )
+
+
 def write_json(path: str, obj: Any) -> None:
   """Process 0 writes `obj` to `path` atomically; other processes skip."""
-  if not sharding.is_main_process():
-    return
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
+  if sharding.is_main_process():
+    rundir.write_json(path, obj)
+
+
+# Config fields that change no result: how often to log and checkpoint,
+# where the data lies, how to resume. Every other field is recorded in a
+# step's fingerprint. The starting model is fingerprinted by its values,
+# not its path.
+NOT_DETERMINING = (
+  "log_every_steps", "checkpoint_every_steps", "data_dir", "restart_from",
+  "init_checkpoint",
+)  # fmt: skip
+# Fields of the procedure's plan (recorded per group step as the plan).
+PLAN_FIELDS = (
+  "groups", "keep_ratio", "budget", "budget_metric", "finetune_epochs",
+  "stage_end_epochs", "finetune_lr",
+)  # fmt: skip
+# Fields of the final fine-tune (train.prune) or of training (train.main).
+FINAL_FIELDS = (
+  "num_epochs", "learning_rate", "schedule", "warmup_epochs",
+  "lr_drop_epochs", "lr_drop_factor", "eval_every_epochs",
+)  # fmt: skip
+
+
+def determinants(
+  config: ml_collections.ConfigDict, variables: dict[str, Any]
+) -> dict[str, Any]:
+  """What every step of a run depends on: the library version, the
+  starting model's values (sha256) and the config's fields, less those of
+  the plan and the final fine-tune (recorded by the steps they reach)."""
+  import thinet_jax
+
+  skip = set(NOT_DETERMINING + PLAN_FIELDS + FINAL_FIELDS)
+  return {
+    "library": thinet_jax.__version__,
+    "start_model_sha256": rundir.tree_hash(variables),
+    "config": {k: v for k, v in config.to_dict().items() if k not in skip},
+  }
+
+
+def final_determinants(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return {k: config.to_dict().get(k) for k in FINAL_FIELDS}
+
+
+def finished_report(workdir: str, outputs: Iterable[str]) -> dict | None:
+  """The report of a finished run (report.json and every output present),
+  else None: a rerun of a finished run only prints it again."""
+  report = rundir.read_json(os.path.join(workdir, "report.json"))
+  if report is None or not all(
+    os.path.exists(os.path.join(workdir, o)) for o in outputs
+  ):
+    return None
+  return report
 
 
 def model_report(run: Run, spec, variables, history) -> dict[str, Any]:

@@ -3,27 +3,37 @@
   python -m train.describe --config configs/fmnist_vgg16.py --workdir runs/x
 
 Writes <workdir>/report.json (profile, captured consumer inputs, accuracy,
-eval throughput) and prints the per-layer table. The model is freshly
-initialised with the config's seed (training comes with `train.main`).
+eval throughput) and prints the per-layer table. The model is
+`config.init_checkpoint` when set (`--config.init_checkpoint=runs/x/model`),
+else freshly initialised with the config's seed, and then says so: its
+accuracy is that of an untrained model.
 """
 
 import os
 
 import jax
-from absl import app, logging
+from absl import flags, logging
 
-from thinet_jax import data, describe, models, presets, profile
+from thinet_jax import data, describe, models, profile, train
 from train import common
 
 common.define_flags()
+flags.adopt_module_key_flags(common)
 
 
 def main(argv):
   config, workdir, _ = common.start(argv)
   os.makedirs(workdir, exist_ok=True)
-  spec = presets.get(config.model)
+  common.validate_training(config)
+  spec = common.checkpoint_spec(config)
   print(profile.format_table(profile.count(spec, config.image_size)))
-  variables = models.init(spec, jax.random.key(config.seed), config.image_size)
+  trained = bool(config.init_checkpoint)
+  if trained:
+    spec, variables, _ = train.load_model(config.init_checkpoint)
+  else:
+    variables = models.init(
+      spec, jax.random.key(config.seed), config.image_size
+    )
   eval_data = data.dataset(
     config.dataset,
     config.eval_split,
@@ -46,7 +56,8 @@ def main(argv):
     f"{profile.human(report['flops'])}FLOPs at {config.image_size}x"
     f"{config.image_size}; {report['examples']} {config.dataset} "
     f"{config.eval_split} images, accuracy {report['accuracy']:.4f} "
-    "(untrained), eval "
+    + ("" if trained else "(untrained: set config.init_checkpoint) ")
+    + "eval "
     + (f"{ips:,.0f} images/s" if ips else "throughput n/a (one batch)")
   )
   logging.info("report written to %s", path)
@@ -54,4 +65,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -1,4 +1,4 @@
-"""Ratio sweeps: accuracy against FLOPs for every criterion, vmapped.
+r"""Ratio sweeps: accuracy against FLOPs for every criterion, vmapped.
 
   python -m train.sweep --config configs/fmnist_vgg16_sweep.py \
       --workdir runs/sweep
@@ -13,17 +13,25 @@ variants of the model, evaluated together by one vmapped forward
 import time
 
 import jax
-from absl import app
+from absl import flags
 
 from thinet_jax import groups, report, sharding, stats, sweep, train
 from train import common
 
 common.define_flags()
+flags.adopt_module_key_flags(common)
 
 
 def main(argv):
   config, workdir, start = common.start(argv)
   common.require_checkpoint(config, "train.sweep")
+  common.validate_training(config)
+  common.checkpoint_spec(config)
+  with common.locked(workdir):
+    _sweep(config, workdir, start)
+
+
+def _sweep(config, workdir, start):
   run = common.setup(config)
   spec, variables = run.spec, run.variables
   names = list(config.groups) or [g.name for g in groups.paper_groups(spec)]
@@ -65,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

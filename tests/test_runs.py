@@ -1,0 +1,405 @@
+"""Runs a user can trust: resumes that check their config, reruns that
+finish, one process per workdir, errors before work (train.prune and
+train.main at runlocal size, and the `rundir` mechanisms underneath)."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from thinet_jax import presets, rundir, train
+
+from conftest import random_variables
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _prune(workdir, model, *extra, timeout=900):
+  return subprocess.run(
+    [sys.executable, "-m", "train.prune",
+     "--config=configs/fmnist_vgg16_thinet.py:runlocal",
+     f"--workdir={workdir}", f"--config.init_checkpoint={model}", *extra],
+    capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+  )  # fmt: skip
+
+
+def _tree(workdir):
+  """Every file under a workdir with its size and mtime: what a refused
+  rerun must leave as it was."""
+  return {
+    str(p.relative_to(workdir)): (p.stat().st_size, p.stat().st_mtime_ns)
+    for p in pathlib.Path(workdir).rglob("*")
+    if p.is_file() and p.name != ".lock"
+  }
+
+
+def _variables(directory):
+  return train.load_model(str(directory))[1]
+
+
+def _same_model(a, b):
+  jax.tree.map(np.testing.assert_array_equal, _variables(a), _variables(b))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, small_model):
+  """One finished runlocal train.prune (two groups, fine-tunes, final)."""
+  workdir = tmp_path_factory.mktemp("finished") / "run"
+  result = _prune(workdir, small_model)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir, small_model, result
+
+
+@pytest.mark.slow
+def test_progress_is_one_line_per_group_and_log_friendly(finished):
+  """Output that is not a terminal: no carriage-return redraws, a line per
+  group as it finishes (i/n, widths, accuracies, elapsed), totals on the
+  statistics bars, no line printed twice in a row."""
+  _, _, result = finished
+  assert "\r" not in result.stderr
+  assert "group 1/2 conv1_1 done: 16 -> 8 channels" in result.stdout
+  assert "group 2/2 conv2_1 done: 32 -> 16 channels" in result.stdout
+  assert "elapsed" in result.stdout and "groups ETA" in result.stdout
+  stats_lines = [
+    ln for ln in result.stderr.splitlines() if ln.startswith("statistics")
+  ]
+  assert stats_lines and all("/" in ln for ln in stats_lines), stats_lines
+  lines = result.stderr.splitlines()
+  assert all(a != b for a, b in zip(lines, lines[1:], strict=False)), lines
+
+
+@pytest.mark.slow
+def test_rerun_of_a_finished_run_prints_its_result(finished):
+  workdir, model, first = finished
+  before = _tree(workdir)
+  again = _prune(workdir, model)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "holds a finished run" in again.stdout
+  final_line = first.stdout.strip().splitlines()[-1]
+  assert final_line in again.stdout
+  assert "baseline vgg16-fmnist:" not in again.stdout  # No evaluation.
+  changed = {k for k in before if _tree(workdir).get(k) != before[k]}
+  assert changed <= {"wall_time.json"}, changed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+  "flag,field",
+  [
+    ("--config.keep_ratio=0.25", "plans[0].keep_ratio: 0.5 -> 0.25"),
+    ("--config.criterion=thinet", "criterion: 'forward_centred' -> 'thinet'"),
+    ("--config.seed=1", "seed: 0 -> 1"),
+    ("init_checkpoint", "start_model_sha256"),
+  ],
+)  # fmt: skip
+def test_config_change_on_resume_stops_before_any_work(
+  finished, tmp_path, flag, field
+):
+  """Each of these changed what the steps in the workdir would be: the
+  rerun stops, names the field and the ways on, and changes nothing."""
+  workdir, model, _ = finished
+  if flag == "init_checkpoint":  # Another model of the same architecture.
+    other = tmp_path / "other"
+    spec = presets.get("vgg16-fmnist")
+    train.save_model(str(other), spec, random_variables(spec, 32, seed=1), 32)
+    model = other
+    extra = ()
+  else:
+    extra = (flag,)
+  before = _tree(workdir)
+  result = _prune(workdir, model, *extra)
+  assert result.returncode == 2, result.stderr[-3000:]
+  error = result.stderr.strip().splitlines()
+  assert len(error) == 1, result.stderr  # One line, no traceback.
+  assert field in error[0] and "step 'conv1_1'" in error[0]
+  assert "--config.restart_from=conv1_1" in error[0]
+  assert "new --workdir" in error[0]
+  assert "baseline vgg16-fmnist:" not in result.stdout
+  assert _tree(workdir) == before
+
+
+@pytest.mark.slow
+def test_restart_from_redoes_that_step_and_the_rest(finished, tmp_path):
+  """A per-group keep ratio from the command line (a tuple) changes only
+  conv2_1's plan: the rerun names conv2_1, and restart_from=conv2_1
+  redoes it (and the final fine-tune) while conv1_1 is reused as is. The
+  report then counts the wall time of both invocations."""
+  workdir, model, _ = finished
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  ratios = "--config.keep_ratio=(0.5,0.25)"
+  refused = _prune(copy, model, ratios)
+  assert refused.returncode == 2
+  assert "step 'conv2_1'" in refused.stderr
+  assert "plans[1].keep_ratio: 0.5 -> 0.25" in refused.stderr
+  first_step = copy / "steps" / "00_conv1_1"
+  kept = _tree(first_step)
+  redone = _prune(copy, model, ratios, "--config.restart_from=conv2_1")
+  assert redone.returncode == 0, redone.stderr[-3000:]
+  assert "group 1/2 conv1_1 resumed" in redone.stdout
+  assert _tree(first_step) == kept  # Reused, not recomputed.
+  report = json.loads((copy / "report.json").read_text())
+  assert [s["width_after"] for s in report["steps"]] == [8, 8]
+  assert report["config"]["keep_ratio"] == [0.5, 0.25]
+  spec, _, _ = train.load_model(str(copy / "model"))
+  assert spec.layers[0] == 8 and spec.layers[3] == 8
+  wall = report["wall"]
+  assert wall["invocations"] >= 2 and wall["total_s"] > wall["last_s"]
+  assert "invocations" in (copy / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_kill_between_the_model_and_the_report_is_completed(
+  finished, tmp_path
+):
+  """The state a kill after `model/` was saved and before the report was
+  written leaves (each write is atomic, so nothing else is possible): the
+  same command writes the report and keeps the same model."""
+  workdir, model, _ = finished
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  for name in ("report.json", "report.md", "accuracy.png", "widths.png"):
+    (copy / name).unlink()
+  result = _prune(copy, model)
+  assert result.returncode == 0, result.stderr[-3000:]
+  for name in ("report.json", "report.md", "accuracy.png", "widths.png"):
+    assert (copy / name).exists(), name
+  _same_model(workdir / "model", copy / "model")
+  a = json.loads((workdir / "report.json").read_text())
+  b = json.loads((copy / "report.json").read_text())
+  assert a["pruned"]["accuracy"] == b["pruned"]["accuracy"]
+
+
+@pytest.mark.slow
+def test_a_kill_during_the_head_fine_tune_resumes(small_model, tmp_path):
+  """ThiNet-GAP: killed while the new head was being fine-tuned, the same
+  command finishes with the head and the groups."""
+  workdir = tmp_path / "run"
+  extra = ("--config.head=gap", "--config.head_finetune_epochs=6")
+  cmd = [
+    sys.executable, "-m", "train.prune",
+    "--config=configs/fmnist_vgg16_thinet.py:runlocal",
+    f"--workdir={workdir}", f"--config.init_checkpoint={small_model}",
+    *extra,
+  ]  # fmt: skip
+  ckpts = workdir / "head" / "finetune" / "checkpoints"
+  proc = subprocess.Popen(
+    cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    if ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir()):
+      break
+    time.sleep(0.02)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert ckpts.exists() and not (workdir / "head" / "head.json").exists()
+  result = _prune(workdir, small_model, *extra)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads((workdir / "report.json").read_text())
+  assert report["head"]["head"] == "gap"
+  assert [s["group"] for s in report["steps"]] == ["conv1_1", "conv2_1"]
+
+
+_HOLDER = """
+import sys, time
+from thinet_jax import rundir
+with rundir.lock(sys.argv[1]):
+  print("locked", flush=True)
+  time.sleep(600)
+"""
+
+
+def _hold_lock(workdir):
+  proc = subprocess.Popen(
+    [sys.executable, "-c", _HOLDER, str(workdir)], cwd=ROOT,
+    stdout=subprocess.PIPE, text=True,
+  )  # fmt: skip
+  assert proc.stdout.readline().strip() == "locked"
+  return proc
+
+
+@pytest.mark.slow
+def test_a_second_process_on_a_workdir_is_refused(small_model, tmp_path):
+  holder = _hold_lock(tmp_path)
+  try:
+    result = _prune(tmp_path, small_model)
+    assert result.returncode == 2
+    assert f"is in use by pid {holder.pid} on" in result.stderr
+    assert "another --workdir" in result.stderr
+    assert not (tmp_path / "steps").exists()
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def test_a_dead_holders_lock_does_not_block(tmp_path):
+  """The lock is the kernel's: it goes with the process that held it, even
+  when killed with SIGKILL."""
+  holder = _hold_lock(tmp_path)
+  with pytest.raises(rundir.WorkdirLockedError, match=str(holder.pid)):
+    with rundir.lock(str(tmp_path)):
+      pass
+  os.kill(holder.pid, signal.SIGKILL)
+  holder.wait()
+  with rundir.lock(str(tmp_path)):
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+  "extra,message",
+  [
+    (("--config.keep_ratio=1.5",), "config.keep_ratio must be in (0, 1]"),
+    (("--config.keep_ratio=(0.5,0.5,0.5)",), "3 keep ratios for 2 groups"),
+    (("--config.criterion=l2",), "config.criterion='l2' is not a criterion"),
+    (("--config.groups=('conv9_9',)",), "unknown groups ['conv9_9']"),
+    (("--config.head=gap", "--config.keep_ratio=(0.5,)"),
+     "1 keep ratios for 2 groups"),
+    (("--config.budget=0.01",), "config.budget=0.01 is out of reach"),
+    (("--config.keep_ratoi=0.3",),
+     'no field \'keep_ratoi\'; did you mean "keep_ratio"?'),
+    (("--config.target=best",), "config.target must be one of"),
+    (("--config.distill_weight=2.0",), "config.distill_weight must be in"),
+  ],
+)  # fmt: skip
+def test_bad_configs_fail_in_one_line_before_any_work(
+  small_model, tmp_path, extra, message
+):
+  workdir = tmp_path / "run"
+  result = _prune(workdir, small_model, *extra)
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("train.prune: error: "), (
+    result.stderr
+  )
+  assert message in lines[0]
+  assert "baseline vgg16-fmnist:" not in result.stdout  # Nothing evaluated.
+  assert not workdir.exists() or not any(workdir.iterdir())
+
+
+@pytest.mark.slow
+def test_an_unwritable_workdir_fails_before_any_work(small_model, tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  result = _prune(blocker / "run", small_model)
+  assert result.returncode == 2
+  assert "cannot write to workdir" in result.stderr
+  assert "baseline vgg16-fmnist:" not in result.stdout
+
+
+@pytest.mark.slow
+def test_nan_weights_are_named_at_load(tmp_path):
+  """4 NaNs in conv3_1's kernel (not a pruned group): the command stops at
+  load, naming the parameter, instead of reporting an accuracy."""
+  spec = presets.get("vgg16-fmnist")
+  variables = random_variables(spec, 32)
+  kernel = np.array(variables["params"]["conv3_1"]["kernel"])
+  kernel.reshape(-1)[:4] = np.nan
+  variables["params"]["conv3_1"]["kernel"] = kernel
+  model = tmp_path / "model"
+  train.save_model(str(model), spec, variables, 32)
+  result = _prune(tmp_path / "run", model)
+  assert result.returncode == 2
+  assert "parameter params/conv3_1/kernel has 4 NaN/inf" in result.stderr
+  assert "accuracy" not in result.stdout
+
+
+@pytest.mark.parametrize(
+  "command", ["train.prune", "train.main", "train.sweep", "train.describe"]
+)
+def test_help_lists_every_flag_and_keeps_the_usage_lines(command):
+  result = subprocess.run(
+    [sys.executable, "-m", command, "--help"], capture_output=True,
+    text=True, cwd=ROOT, timeout=300,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr
+  for flag in ("--config", "--workdir", "--[no]traceback"):
+    assert flag in result.stdout, flag
+  source = (ROOT / "train" / f"{command.split('.')[1]}.py").read_text()
+  usage = source.split('"""')[1].split("\n\n")[1]  # The launch command.
+  assert usage.startswith("  python -m"), usage
+  assert usage in result.stdout  # Continuation lines (\) and all.
+
+
+# --- the mechanisms, in process ---------------------------------------------
+
+
+def test_check_steps_names_the_first_differing_step(tmp_path):
+  steps = [
+    rundir.step_in(str(tmp_path / name), name, {"a": 1, "plan": [name]})
+    for name in ("one", "two", "three")
+  ]
+  for s in steps[:2]:
+    rundir.claim_step(s.fingerprint, s.determinants)
+  rundir.check_steps(steps)  # Unchanged: resumes.
+  changed = [steps[0], *[
+    rundir.step_in(str(tmp_path / s.name), s.name, {"a": 2, "plan": [s.name]})
+    for s in steps[1:]
+  ]]  # fmt: skip
+  with pytest.raises(rundir.ResumeMismatchError) as raised:
+    rundir.check_steps(changed)
+  assert "step 'two'" in str(raised.value) and "a: 1 -> 2" in str(raised.value)
+  with pytest.raises(rundir.RunError, match="names no step"):
+    rundir.check_steps(changed, restart_from="four")
+  (tmp_path / "report.json").write_text("{}")
+  rundir.check_steps(
+    changed, restart_from="two", later=[str(tmp_path / "report.json")]
+  )
+  assert (tmp_path / "one").exists()
+  assert not (tmp_path / "two").exists()
+  assert not (tmp_path / "report.json").exists()
+  with pytest.raises(rundir.ResumeMismatchError):  # claim_step checks too.
+    rundir.claim_step(steps[0].fingerprint, {"a": 3})
+
+
+def test_differences_recurse_into_dicts_and_lists():
+  stored = {"x": 1, "plans": [{"r": 0.5}, {"r": 0.5}], "gone": 1}
+  now = {"x": 1, "plans": [{"r": 0.5}, {"r": 0.25}], "new": 2}
+  assert rundir.differences(stored, now) == [
+    "gone: 1 -> (absent)",
+    "new: (absent) -> 2",
+    "plans[1].r: 0.5 -> 0.25",
+  ]
+
+
+def test_tree_hash_sees_every_value():
+  a = {"params": {"w": np.arange(6.0).reshape(2, 3)}}
+  b = {"params": {"w": np.arange(6.0).reshape(2, 3)}}
+  assert rundir.tree_hash(a) == rundir.tree_hash(b)
+  b["params"]["w"][1, 2] += 1e-7
+  assert rundir.tree_hash(a) != rundir.tree_hash(b)
+  assert rundir.tree_hash(a) != rundir.tree_hash(
+    {"params": {"w": np.arange(6.0).reshape(3, 2)}}
+  )
+
+
+def test_replace_dir_swaps_whole_directories(tmp_path):
+  target = tmp_path / "model"
+  for value in ("old", "new"):
+    tmp = rundir.temporary_dir(str(target))
+    os.makedirs(tmp)
+    pathlib.Path(tmp, "file").write_text(value)
+    rundir.replace_dir(tmp, str(target))
+    assert (target / "file").read_text() == value
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_wall_clock_adds_up_invocations(tmp_path):
+  first = rundir.WallClock(str(tmp_path))
+  time.sleep(0.05)
+  one = first.tick()
+  second = rundir.WallClock(str(tmp_path))
+  time.sleep(0.02)
+  two = second.tick()
+  assert two["invocations"] == 2
+  assert two["total_s"] == pytest.approx(one["total_s"] + two["last_s"])
+  assert two["total_s"] > two["last_s"]
