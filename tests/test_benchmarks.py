@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# Every benchmark runs as a subprocess: the full tier only.
+pytestmark = pytest.mark.slow
 
 
 def _quick(script, tmp_path, *extra):
@@ -275,3 +277,34 @@ def test_onnx_latency_quick(tmp_path):
     assert row[kind]["max_diff_over_max_logit"] < 1e-4
     assert all(row[kind][f"b{b}_s"] > 0 for b in report["batches"])
   assert row["pruned"]["flops"] < row["original"]["flops"]
+
+
+def test_latency_of_a_users_models_goes_to_their_run_folder(tmp_path):
+  """The README's latency command writes beside the pruned model, never
+  into the committed benchmarks/latency.json."""
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import latency
+  import quick_model
+
+  from thinet_jax import models, train
+
+  spec = quick_model.SPEC
+  variables = models.init(spec, jax.random.key(0), quick_model.IMAGE_SIZE)
+  small_spec, small_vars = latency._half_width(spec, variables)
+  train.save_model(str(tmp_path / "base"), spec, variables, 32)
+  train.save_model(str(tmp_path / "run" / "model"), small_spec, small_vars, 32)
+  committed = (ROOT / "benchmarks" / "latency.json").read_bytes()
+  result = subprocess.run(
+    [sys.executable, "benchmarks/latency.py", f"--baseline={tmp_path / 'base'}",
+     f"--pruned={tmp_path / 'run' / 'model'}", "--repeat=1"],
+    capture_output=True, text=True, cwd=ROOT, timeout=600,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads((tmp_path / "run" / "latency.json").read_text())
+  assert report["summary"]["flops_reduction"] > 2.0
+  assert (ROOT / "benchmarks" / "latency.json").read_bytes() == committed
+  quick = subprocess.run(
+    [sys.executable, "benchmarks/latency.py", "--quick"],
+    capture_output=True, text=True, cwd=ROOT, timeout=600,
+  )  # fmt: skip
+  assert quick.returncode != 0 and "--quick needs --out" in quick.stderr

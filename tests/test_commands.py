@@ -11,6 +11,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["fmnist_vgg16", "fmnist_resnet"])
 def test_describe_runlocal(tmp_path, config):
   result = subprocess.run(

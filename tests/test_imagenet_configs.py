@@ -100,6 +100,7 @@ def _convert(tmp_path, arch, model):
   return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_runlocal_end_to_end_on_fake_imagenet(
   tmp_path, fake_imagenet, checkpoints, name

@@ -50,6 +50,7 @@ def _same(got, want):
       )
 
 
+@pytest.mark.slow
 def test_four_virtual_devices_match_one(one_device, tmp_path):
   four = _run(tmp_path / "r.npz", 4)
   assert int(one_device["devices"]) == 1 and int(four["devices"]) == 4
@@ -81,6 +82,7 @@ def _two_processes(args_of, timeout):
     assert p.returncode == 0, err[-3000:]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(one_device, tmp_path):
   port = _free_port()
   _two_processes(
@@ -115,6 +117,7 @@ def test_commands_default_to_two_virtual_cpu_devices():
   assert out.stdout.strip() == "3"  # An explicit count wins.
 
 
+@pytest.mark.slow
 def test_prune_command_runs_as_two_processes(tmp_path, small_model):
   port = _free_port()
   workdir = tmp_path / "run"

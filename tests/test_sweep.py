@@ -297,6 +297,7 @@ def test_bad_sweep_input_is_a_clear_error():
     sweep.plan(spec, variables, group_stats)
 
 
+@pytest.mark.slow
 def test_sweep_command_runlocal(tmp_path, small_model):
   result = subprocess.run(
     [sys.executable, "-m", "train.sweep",
