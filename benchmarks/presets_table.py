@@ -1,12 +1,13 @@
 """Params and FLOPs of every preset, beside the paper's numbers.
 
   python benchmarks/presets_table.py            # prints the Markdown table
-  python benchmarks/presets_table.py --write    # also updates README.md and
-                                                # benchmarks/presets.json
+  python benchmarks/presets_table.py --write    # also updates
+                                  # docs/presets.md and benchmarks/presets.json
 
 The table is computed by `thinet_jax.profile.count` (analytic; MAC = 2 FLOPs,
 convolutions and dense layers). The paper's column quotes Luo et al. (ICCV
-2017, Tables 3-5) for comparison; a test keeps README.md equal to this output.
+2017, Tables 3-5) for comparison; a test keeps docs/presets.md equal to
+this output.
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ def replace_block(text: str, block: str) -> str:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument(
-    "--write", action="store_true", help="update README.md and presets.json"
-  )
+    "--write", action="store_true",
+    help="update docs/presets.md and presets.json",
+  )  # fmt: skip
   args = parser.parse_args()
   table = rows()
   block = markdown(table)
@@ -84,7 +86,7 @@ def main() -> None:
     (ROOT / "benchmarks" / "presets.json").write_text(
       json.dumps(table, indent=2) + "\n"
     )
-    readme = ROOT / "README.md"
+    readme = ROOT / "docs" / "presets.md"
     readme.write_text(replace_block(readme.read_text(), block))
 
 

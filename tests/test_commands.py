@@ -47,9 +47,23 @@ def test_bad_config_argument_is_an_error(tmp_path):
   assert "unknown config argument 'fast'" in result.stderr
 
 
-def test_readme_python_example_runs():
-  readme = (ROOT / "README.md").read_text()
-  blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-  assert blocks, "README has no Python example"
-  for block in blocks:
+def _python_blocks(page):
+  text = (ROOT / page).read_text()
+  blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+  assert blocks, f"{page} has no Python example"
+  return blocks
+
+
+def test_readme_python_example_runs(capsys):
+  """The README's example prunes the shipped model's conv3_1 for real."""
+  for block in _python_blocks("README.md"):
     exec(compile(block, "README.md", "exec"), {})
+  printed = capsys.readouterr().out.split()
+  assert printed[:3] == ["64", "->", "32"], printed
+  assert 0.0 <= float(printed[3]) <= 1.0
+
+
+@pytest.mark.slow
+def test_api_page_examples_run():
+  for block in _python_blocks("docs/api.md"):
+    exec(compile(block, "docs/api.md", "exec"), {})

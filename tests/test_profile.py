@@ -156,8 +156,8 @@ def test_table_lists_every_weight_layer_and_totals():
   assert f"{p['params']:,}" in table.splitlines()[-1]
 
 
-def test_readme_table_is_generated():
-  readme = (presets_table.ROOT / "README.md").read_text()
+def test_presets_page_table_is_generated():
+  readme = (presets_table.ROOT / "docs" / "presets.md").read_text()
   assert (
     presets_table.replace_block(
       readme, presets_table.markdown(presets_table.rows())

@@ -403,3 +403,53 @@ def test_wall_clock_adds_up_invocations(tmp_path):
   assert two["invocations"] == 2
   assert two["total_s"] == pytest.approx(one["total_s"] + two["last_s"])
   assert two["total_s"] > two["last_s"]
+
+
+def _synthetic_report():
+  config = {
+    "model": "vgg16-fmnist", "dataset": "fashion_mnist",
+    "criterion": "forward_centred", "least_squares": True, "ridge": 0.0,
+    "centred": True, "target": "original", "bn_batches": 8,
+    "distill_weight": 0.5, "finetune_epochs": 0.1, "num_epochs": 1.0,
+    "keep_ratio": 0.5, "seed": 0,
+  }  # fmt: skip
+  step = {
+    "group": "conv1_1", "width_before": 16, "width_after": 8,
+    "params_after": 10, "flops_after": 100, "relative_error": 0.1,
+    "accuracy_pruned": 0.8, "accuracy_finetuned": 0.9,
+  }  # fmt: skip
+  return {
+    "config": config,
+    "baseline": {"accuracy": 0.93, "params": 20, "flops": 200},
+    "pruned": {"accuracy": 0.92, "params": 10, "flops": 100,
+               "accuracy_before_final_finetune": 0.9},
+    "steps": [step, {**step, "group": "conv2_1"}],
+    "widths": [{"group": "conv1_1", "original": 16, "kept": 8}],
+    "flops_reduction": 2.0, "params_reduction": 2.0,
+    "accuracy_change": -0.01, "wall_s": 600.0,
+    "wall": {"total_s": 600.0, "last_s": 60.0, "invocations": 3},
+  }  # fmt: skip
+
+
+def test_report_lists_every_setting_and_the_plot_has_a_legend(tmp_path):
+  from thinet_jax import report
+
+  result = _synthetic_report()
+  report.write(str(tmp_path), result)
+  text = (tmp_path / "report.md").read_text()
+  for field in result["config"]:
+    if field not in ("model", "dataset"):
+      assert f"(`{field}`) | {result['config'][field]!r} |" in text, field
+  assert "10.0 min over 3 invocations (the last 1.0 min)" in text
+  fig = report.accuracy_figure(result)
+  labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+  assert labels == [
+    "right after pruning", "after the group's fine-tune",
+    "after the final fine-tune", "unpruned baseline",
+  ]  # fmt: skip
+  faces = {
+    str(line.get_markerfacecolor())
+    for line in fig.axes[0].get_lines()
+    if line.get_label() in labels[:2]
+  }
+  assert len(faces) == 2  # Hollow after pruning, filled after fine-tuning.

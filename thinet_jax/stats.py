@@ -9,7 +9,7 @@ output position, output channel) triple, and channel c contributes
 
 to it, so that the consumer's output minus bias is `sum_c xhat[:, c]` (paper
 eq. 3-5). ThiNet's selection, least squares and error are all functions of
-the Gram matrix `G = sum_samples xhat xhat^T` [C, C] (see ../shared/DESIGN.md):
+the Gram matrix `G = sum_samples xhat xhat^T` [C, C] (see docs/design.md):
 statistics stream in O(C^2) memory whatever the number of samples, and add up
 over batches, devices and hosts.
 

@@ -8,7 +8,7 @@ the original model, same shapes: a pruned channel's producer filter, bias and
 BatchNorm scale/bias are zeroed (so it outputs exactly 0), and the consumer's
 input channels are multiplied by the least-squares scales, 0 where pruned.
 The K variants stack along a leading axis, and one jitted `jax.vmap`-ed
-forward evaluates them all (../shared/DESIGN.md, "Ratio sweeps").
+forward evaluates them all (docs/design.md, "Ratio sweeps under vmap").
 
 Per group, with order o (removal order), rank r[c] = position of c in o and
 keep count n:
