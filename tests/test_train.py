@@ -402,7 +402,9 @@ def test_prune_runlocal_end_to_end(tmp_path, small_model):
     for s in report["steps"]
   )
   # The budget: keep counts from the allocation, FLOPs just under 85%.
-  allocation = json.loads((tmp_path / "allocation.json").read_text())
+  allocation = json.loads(
+    (tmp_path / "allocation" / "allocation.json").read_text()
+  )
   assert report["allocation"] == allocation
   kept = {s["group"]: s["width_after"] for s in report["steps"]}
   assert kept == allocation["counts"]
