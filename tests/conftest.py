@@ -117,3 +117,24 @@ SPECS = {
     stem_width=4, num_classes=3, in_channels=2,
   ).replace(batch_norm=False),
 }  # fmt: skip
+
+
+def kill_at_first_checkpoint(cmd, checkpoints, cwd):
+  """Runs `cmd` and SIGKILLs it as soon as an Orbax step directory appears
+  in `checkpoints` (a fine-tune that has started and not finished)."""
+  import signal
+  import subprocess
+  import time
+
+  proc = subprocess.Popen(
+    cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    if checkpoints.exists() and any(
+      p.name.isdigit() for p in checkpoints.iterdir()
+    ):
+      break
+    time.sleep(0.02)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()

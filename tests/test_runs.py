@@ -17,7 +17,7 @@ import pytest
 
 from thinet_jax import presets, rundir, train
 
-from conftest import random_variables
+from conftest import kill_at_first_checkpoint, random_variables
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -191,16 +191,7 @@ def test_a_kill_during_the_head_fine_tune_resumes(small_model, tmp_path):
     *extra,
   ]  # fmt: skip
   ckpts = workdir / "head" / "finetune" / "checkpoints"
-  proc = subprocess.Popen(
-    cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-  )
-  deadline = time.time() + 600
-  while time.time() < deadline and proc.poll() is None:
-    if ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir()):
-      break
-    time.sleep(0.02)
-  os.kill(proc.pid, signal.SIGKILL)
-  proc.wait()
+  kill_at_first_checkpoint(cmd, ckpts, ROOT)
   assert ckpts.exists() and not (workdir / "head" / "head.json").exists()
   result = _prune(workdir, small_model, *extra)
   assert result.returncode == 0, result.stderr[-3000:]

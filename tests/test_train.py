@@ -1,11 +1,8 @@
 """Training library, checkpoints, export and the procedure's commands."""
 
-import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +15,7 @@ from thinet_jax import export, models, pipeline, presets, train
 from thinet_jax.spec import ModelSpec
 
 import reference
-from conftest import SPECS, random_variables
+from conftest import SPECS, kill_at_first_checkpoint, random_variables
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SPEC = ModelSpec(
@@ -484,17 +481,7 @@ def test_killed_prune_resumes_to_the_same_result(tmp_path, small_model):
 
   killed = tmp_path / "killed"
   ckpts = killed / "steps" / "01_conv2_1" / "finetune" / "checkpoints"
-  proc = subprocess.Popen(
-    _prune_cmd(killed, small_model, *extra), cwd=ROOT,
-    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-  )  # fmt: skip
-  deadline = time.time() + 600
-  while time.time() < deadline and proc.poll() is None:
-    if ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir()):
-      break
-    time.sleep(0.02)
-  os.kill(proc.pid, signal.SIGKILL)
-  proc.wait()
+  kill_at_first_checkpoint(_prune_cmd(killed, small_model, *extra), ckpts, ROOT)
   # Killed inside conv2_1's fine-tune: it had started and not finished.
   assert ckpts.exists()
   assert not (killed / "steps" / "01_conv2_1" / "finetuned").exists()
