@@ -1,0 +1,42 @@
+"""Prune any JAX model: channel dependencies read from the traced computation.
+
+  >>> from thinet_jax import depgraph
+  >>> model = depgraph.trace_linen(module, variables, x)  # or trace, trace_nnx
+  >>> print(model.graph.describe())                        # groups, left out
+  >>> group = model.groups[0]
+  >>> st = depgraph.collect(model, variables, group, batches)
+  >>> model2, variables2 = depgraph.prune(model, variables, group, keep, scales)
+  >>> logits = jax.jit(model2.apply)(variables2, x)        # the smaller model
+
+Layers: `program` (the flat traced program and its evaluator), `rules`
+(what each primitive ties together), `graph` (groups and what is left
+out), `run` (the pruned program), `model` (entry points), `stats`
+(consumers' Gram matrices), `surgery` (slicing and folding).
+"""
+
+from thinet_jax.depgraph.graph import Consumer, Graph, Group, LeftOut, Member
+from thinet_jax.depgraph.model import (
+  Traced,
+  nnx_module,
+  trace,
+  trace_linen,
+  trace_nnx,
+)
+from thinet_jax.depgraph.stats import collect, combine
+from thinet_jax.depgraph.surgery import prune
+
+__all__ = [
+  "Consumer",
+  "Graph",
+  "Group",
+  "LeftOut",
+  "Member",
+  "Traced",
+  "collect",
+  "combine",
+  "nnx_module",
+  "prune",
+  "trace",
+  "trace_linen",
+  "trace_nnx",
+]

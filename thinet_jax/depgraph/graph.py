@@ -1,0 +1,354 @@
+"""The dependency graph of a traced function: its prunable channel groups.
+
+`analyse(program)` applies every primitive's rule (`rules.py`) and solves
+them in two levels: axes tied by identity (elementwise operations, a
+residual add, a convolution's kernel output axis and its output) become one
+class by union-find; positions tied by index maps (concatenation offsets,
+slices, depthwise multipliers, flatten's strided blocks) become one
+*channel* by connected components over the positions of those classes
+(scipy). A channel is pruned everywhere at once: every position of every
+axis that belongs to it goes.
+
+Channels are then grouped by the layers that produce them: the channels of
+one group come from the same set of producer classes (the output channels
+of conv1, or the residual stream that every block of a stage adds to; in
+a concatenation each source stays its own group with its offset). A group
+is prunable when none of its channels is stopped (it reaches the
+function's output or input, a reduction over channels, a reshape that
+mixes it with another prunable axis, an unknown primitive) and some layer
+reads it through a parameter kernel: its consumers, whose outputs ThiNet
+reconstructs. Everything else is listed in `Graph.left_out` with why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
+
+from thinet_jax.depgraph import rules
+from thinet_jax.depgraph.program import Program
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """One parameter axis of a group: `index[p]` is the group channel of
+  position p of axis `axis` of leaf `path`, or -1 (another group's)."""
+
+  path: str
+  axis: int
+  index: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Consumer:
+  """A layer reading a group through a parameter kernel.
+
+  kind: "conv" or "dense"; eqn: its equation in the program; input: the
+  value id of its input and `axis` that input's channel axis, whose
+  position p carries group channel `index[p]` (-1: not this group's);
+  kernel: the kernel leaf's path and `kernel_axis` its input axis (None
+  when the kernel is computed, not a leaf); output: its output value id;
+  shift: where a constant per output channel can be folded: (bias path,
+  +1) when the output is added to a bias, (running mean path, -1) when a
+  normalisation subtracts its mean from it, else None.
+  """
+
+  name: str
+  kind: str
+  eqn: int
+  input: int
+  axis: int
+  index: np.ndarray
+  kernel: str | None
+  kernel_axis: int
+  output: int
+  shift: tuple | None = None  # (leaf path, +1 bias / -1 running mean)
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+  """Channels that are removed together.
+
+  name: the first producer's module path (e.g. "conv1", "res2a/branch2c");
+  width: number of channels; producers: the module paths of every layer
+  whose output channels these are; members: every parameter axis that
+  loses them; consumers: the layers that read them.
+  """
+
+  name: str
+  width: int
+  producers: tuple[str, ...]
+  members: tuple[Member, ...]
+  consumers: tuple[Consumer, ...]
+  channels: np.ndarray  # channel index -> channel component id
+
+  def member(self, path: str, axis: int | None = None) -> Member:
+    for m in self.members:
+      if m.path == path and (axis is None or m.axis == axis):
+        return m
+    raise KeyError(f"{path} is not a member of group {self.name}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LeftOut:
+  """A set of channels that is not pruned, and why."""
+
+  name: str
+  width: int
+  reason: str
+
+  def __str__(self) -> str:
+    return f"{self.name} ({self.width} channels): {self.reason}"
+
+
+def module_path(leaf_path: str) -> str:
+  """ "params/block1/conv/kernel" -> "block1/conv"."""
+  parts = leaf_path.split("/")
+  if len(parts) > 2 and parts[0] in ("params", "batch_stats"):
+    parts = parts[1:]
+  return "/".join(parts[:-1]) or leaf_path
+
+
+class _UnionFind:
+  def __init__(self, n: int):
+    self.parent = list(range(n))
+
+  def find(self, i: int) -> int:
+    parent = self.parent
+    while parent[i] != i:
+      parent[i] = parent[parent[i]]
+      i = parent[i]
+    return i
+
+  def union(self, i: int, j: int) -> None:
+    i, j = self.find(i), self.find(j)
+    if i != j:
+      self.parent[max(i, j)] = min(i, j)
+
+
+class Graph:
+  """The solved relations of a program (see module docstring).
+
+  `groups`: the prunable groups in program order; `left_out`: what is not
+  prunable and why; `channels_of(value, axis)`: the channel id of every
+  position of an axis (used to run the pruned program).
+  """
+
+  def __init__(self, program: Program):
+    self.program = program
+    rec = rules.Recorder(program)
+    for i, eqn in enumerate(program.eqns):
+      rules.apply_rule(rec, i, eqn)
+    for v in program.arg_ids:
+      for a in range(len(program.shapes[v])):
+        rec.block(v, a, "it comes from the function's input")
+    for v in rules.values(program.outputs):
+      for a in range(len(program.shapes[v])):
+        rec.block(v, a, "it reaches the function's output")
+    self._rec = rec
+    self._solve()
+    self.groups, self.left_out = self._groups()
+
+  # -- solving -------------------------------------------------------------
+
+  def _solve(self) -> None:
+    rec = self._rec
+    uf = _UnionFind(len(rec.node_size))
+    for i, j in rec.unions:
+      uf.union(i, j)
+    self._root = [uf.find(i) for i in range(len(rec.node_size))]
+    roots = sorted(set(self._root))
+    self._base = {}
+    total = 0
+    for r in roots:
+      self._base[r] = total
+      total += rec.node_size[r]
+    self._total = total
+    blocked = np.full(total, -1)
+    self._reasons: list[str] = []
+    for node, reason in rec.blocks:
+      self._block(blocked, self.elements(node), reason)
+    edges = [
+      (self.elements(n1)[i1], self.elements(n2)[i2])
+      for n1, i1, n2, i2 in rec.edges
+    ]  # fmt: skip
+    pending = list(rec.merges)
+    while True:
+      comp, comp_reason = self._components(edges, blocked)
+      decided, rest = [], []
+      for merge in pending:
+        free = [
+          f
+          for f in merge.factors
+          if not self._all_blocked(f[0], comp, comp_reason)
+        ]
+        (decided if len(free) <= 1 else rest).append((merge, free))
+      if not decided and rest:  # two prunable factors: stop all of them
+        decided, rest = rest, []
+      if not decided:
+        break
+      for merge, free in decided:
+        whole = self.elements(merge.whole)
+        if len(free) == 1:
+          node, stride, size = free[0]
+          p = np.arange(len(whole))
+          edges.append((whole, self.elements(node)[(p // stride) % size]))
+        else:
+          why = (
+            f"{merge.what}, of which {len(free)} carry channels"
+            if free else f"{merge.what}, none of them prunable"
+          )  # fmt: skip
+          self._block(blocked, whole, why)
+          for node, _, _ in free:
+            self._block(blocked, self.elements(node), why)
+      pending = [m for m, _ in rest]
+    self._comp, self._comp_reason = comp, comp_reason
+
+  def _block(self, blocked, elements, reason: str) -> None:
+    if reason not in self._reasons:
+      self._reasons.append(reason)
+    k = self._reasons.index(reason)
+    blocked[elements] = np.where(blocked[elements] < 0, k, blocked[elements])
+
+  def _components(self, edges, blocked):
+    if edges:
+      u = np.concatenate([e[0] for e in edges])
+      v = np.concatenate([e[1] for e in edges])
+    else:
+      u = v = np.zeros(0, int)
+    adj = scipy.sparse.coo_matrix(
+      (np.ones(len(u), np.int8), (u, v)), shape=(self._total, self._total)
+    )
+    _, comp = scipy.sparse.csgraph.connected_components(adj, directed=False)
+    reason = np.full(comp.max() + 1 if len(comp) else 0, -1)
+    hit = blocked >= 0
+    # the first reason (in recording order) of any element of a component
+    order = np.argsort(-blocked[hit], kind="stable")
+    reason[comp[hit][order]] = blocked[hit][order]
+    return comp, reason
+
+  def _all_blocked(self, node, comp, comp_reason) -> bool:
+    return bool(np.all(comp_reason[comp[self.elements(node)]] >= 0))
+
+  def elements(self, node: int) -> np.ndarray:
+    root = self._root[node]
+    return self._base[root] + np.arange(self._rec.node_size[root])
+
+  def channels_of(self, value: int, axis: int) -> np.ndarray:
+    """Channel component id of every position of (value, axis)."""
+    key = (value, axis)
+    if key not in self._rec.node_of:
+      return np.full(self.program.shapes[value][axis], -1)
+    return self._comp[self.elements(self._rec.node_of[key])]
+
+  def reason_of(self, comp: int) -> str | None:
+    k = self._comp_reason[comp]
+    return None if k < 0 else self._reasons[k]
+
+  # -- groups --------------------------------------------------------------
+
+  def _groups(self):
+    program, rec = self.program, self._rec
+    producers = program.producers()
+    users = program.users()
+    path_of = dict(zip(program.leaf_ids, program.leaf_paths, strict=True))
+    signature: dict[int, list[int]] = {}
+    first_seen: dict[int, tuple] = {}
+    names: dict[int, list[str]] = {}
+    for k, (eqn, value, axis) in enumerate(rec.producers):
+      node = rec.node(value, axis)
+      root = self._root[node]
+      leaf = rules.leaf_of(program, value, producers)
+      name = (
+        module_path(path_of[leaf]) if leaf is not None
+        else f"{program.eqns[eqn].name}@{eqn}"
+      )  # fmt: skip
+      if name not in names.setdefault(root, []):
+        names[root].append(name)
+      for pos, c in enumerate(self._comp[self.elements(node)]):
+        sig = signature.setdefault(int(c), [])
+        if root not in sig:
+          sig.append(root)
+        first_seen.setdefault(int(c), (k, pos))
+    names_rank = {r: k for k, r in enumerate(names)}
+    by_sig: dict[tuple, list[int]] = {}
+    for c in sorted(signature, key=lambda c: first_seen[c]):
+      by_sig.setdefault(tuple(sorted(signature[c])), []).append(c)
+    groups, left_out = [], []
+    for sig, comps in by_sig.items():
+      comps = np.asarray(comps)
+      order = sorted(sig, key=lambda r: names_rank[r])
+      producer_names = tuple(n for r in order for n in names[r])
+      name = producer_names[0]
+      reasons = [self.reason_of(c) for c in comps]
+      stopped = [r for r in reasons if r is not None]
+      if stopped:
+        left_out.append(LeftOut(name, len(comps), stopped[0]))
+        continue
+      if len(comps) < 2:
+        left_out.append(LeftOut(name, len(comps), "a single channel"))
+        continue
+      table = np.full(len(self._comp_reason) + 1, -1)  # last: "no node"
+      table[comps] = np.arange(len(comps))
+      members = []
+      for leaf, path in zip(program.leaf_ids, program.leaf_paths, strict=True):
+        for a in range(len(program.shapes[leaf])):
+          index = table[self.channels_of(leaf, a)]
+          if np.any(index >= 0):
+            members.append(Member(path, a, index))
+      consumers = []
+      for site in rec.sites:
+        index = table[self.channels_of(site.lhs, site.lhs_axis)]
+        if np.any(index >= 0):
+          kernel = rules.leaf_of(program, site.rhs, producers)
+          kpath = path_of.get(kernel) if kernel is not None else None
+          consumers.append(
+            Consumer(
+              name=module_path(kpath) if kpath else f"{site.kind}@{site.eqn}",
+              kind=site.kind, eqn=site.eqn, input=site.lhs,
+              axis=site.lhs_axis, index=index, kernel=kpath,
+              kernel_axis=site.rhs_axis, output=site.out,
+              shift=rules.shift_target(program, site.out, users, producers),
+            )
+          )  # fmt: skip
+      if not consumers:
+        left_out.append(
+          LeftOut(
+            name,
+            len(comps),
+            "no convolution or dense layer reads these channels through a "
+            "parameter kernel",
+          )
+        )
+        continue
+      groups.append(
+        Group(
+          name,
+          len(comps),
+          producer_names,
+          tuple(members),
+          tuple(consumers),
+          comps,
+        )
+      )
+    return groups, left_out
+
+  def group(self, name: str) -> Group:
+    for g in self.groups:
+      if g.name == name:
+        return g
+    known = ", ".join(g.name for g in self.groups)
+    raise KeyError(f"no prunable group {name!r}; groups: {known}")
+
+  def describe(self) -> str:
+    """One line per group and per left-out set."""
+    lines = [
+      f"{g.name}: {g.width} channels, producers {', '.join(g.producers)}; "
+      f"consumers {', '.join(c.name for c in g.consumers)}"
+      for g in self.groups
+    ]
+    lines += [f"left out {x}" for x in self.left_out]
+    return "\n".join(lines)
