@@ -105,8 +105,11 @@ class LeftOut:
 
 
 def module_path(leaf_path: str) -> str:
-  """ "params/block1/conv/kernel" -> "block1/conv"."""
+  """The module of a leaf: "params/block1/conv/kernel" -> "block1/conv";
+  an NNX state's "block1/conv/kernel/value" -> "block1/conv"."""
   parts = leaf_path.split("/")
+  if len(parts) > 2 and parts[-1] == "value":
+    parts = parts[:-1]
   if len(parts) > 2 and parts[0] in ("params", "batch_stats"):
     parts = parts[1:]
   return "/".join(parts[:-1]) or leaf_path
@@ -167,6 +170,10 @@ class Graph:
       self._base[r] = total
       total += rec.node_size[r]
     self._total = total
+    strong = np.zeros(total, bool)  # elements of classes not only weak
+    for node in range(len(rec.node_size)):
+      if node not in rec.weak:
+        strong[self.elements(node)] = True
     blocked = np.full(total, -1)
     self._reasons: list[str] = []
     for node, reason in rec.blocks:
@@ -178,12 +185,13 @@ class Graph:
     pending = list(rec.merges)
     while True:
       comp, comp_reason = self._components(edges, blocked)
+      carries = np.zeros(len(comp_reason), bool)
+      carries[comp[strong]] = True
+      carries &= comp_reason < 0
       decided, rest = [], []
       for merge in pending:
         free = [
-          f
-          for f in merge.factors
-          if not self._all_blocked(f[0], comp, comp_reason)
+          f for f in merge.factors if carries[comp[self.elements(f[0])]].any()
         ]
         (decided if len(free) <= 1 else rest).append((merge, free))
       if not decided and rest:  # two prunable factors: stop all of them
@@ -229,9 +237,6 @@ class Graph:
     order = np.argsort(-blocked[hit], kind="stable")
     reason[comp[hit][order]] = blocked[hit][order]
     return comp, reason
-
-  def _all_blocked(self, node, comp, comp_reason) -> bool:
-    return bool(np.all(comp_reason[comp[self.elements(node)]] >= 0))
 
   def elements(self, node: int) -> np.ndarray:
     root = self._root[node]

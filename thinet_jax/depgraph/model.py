@@ -35,7 +35,9 @@ class Traced:
   fn: `fn(variables, *args)`; structs: the original variables' shapes and
   dtypes; graph: of the trace at `example` shapes; masks: leaf path -> kept
   mask per axis (original coordinates), empty when nothing is pruned;
-  widths: module path -> current output width of every pruned producer.
+  widths: module path -> current output width of every pruned producer;
+  example: the traced arguments; nnx_graphdef: the NNX graph definition
+  (`trace_nnx`), else None.
   """
 
   fn: Callable
@@ -44,6 +46,7 @@ class Traced:
   masks: dict = dataclasses.field(default_factory=dict)
   widths: dict = dataclasses.field(default_factory=dict)
   example: tuple = ()
+  nnx_graphdef: Any = None
 
   def __post_init__(self):
     first = (
@@ -155,8 +158,7 @@ def trace_nnx(module: Any, *example: Any, **kwargs: Any) -> tuple[Traced, Any]:
     return nnx.merge(graphdef, s)(*args, **kwargs)
 
   traced = trace(fn, state, *example)
-  object.__setattr__(traced, "nnx_graphdef", graphdef)
-  return traced, state
+  return traced.replace(nnx_graphdef=graphdef), state
 
 
 def nnx_module(model: Traced, state: Any) -> Any:
@@ -167,18 +169,20 @@ def nnx_module(model: Traced, state: Any) -> Any:
   x)` always runs."""
   from flax import nnx
 
+  if model.nnx_graphdef is None:
+    raise ValueError("nnx_module needs a model traced with trace_nnx")
   module = nnx.merge(model.nnx_graphdef, state)
   for _, layer in nnx.iter_graph(module):
     if isinstance(layer, nnx.Conv):
-      k = layer.kernel.value
+      k = layer.kernel[...]
       if layer.feature_group_count == layer.in_features and k.shape[-2] == 1:
         multiplier = layer.out_features // layer.in_features
         layer.feature_group_count = k.shape[-1] // multiplier  # depthwise
       layer.in_features = k.shape[-2] * layer.feature_group_count
       layer.out_features = k.shape[-1]
     elif isinstance(layer, nnx.Linear):
-      layer.in_features, layer.out_features = layer.kernel.value.shape
+      layer.in_features, layer.out_features = layer.kernel[...].shape
     elif isinstance(layer, (nnx.BatchNorm, nnx.LayerNorm)):
       leaf = layer.scale if layer.scale is not None else layer.mean
-      layer.num_features = leaf.value.shape[-1]
+      layer.num_features = leaf[...].shape[-1]
   return module

@@ -93,6 +93,7 @@ class Recorder:
     self.unions: list[tuple[int, int]] = []
     self.edges: list[tuple[int, np.ndarray, int, np.ndarray]] = []
     self.blocks: list[tuple[int, str]] = []
+    self.weak: set[int] = set()  # axes a broadcast creates (copies)
     self.merges: list[Merge] = []
     self.producers: list[tuple[int, int, int]] = []  # (eqn, value, axis)
     self.sites: list[Site] = []
@@ -205,9 +206,14 @@ def _pool(r: Recorder, eqn: Eqn) -> None:
 
 def _broadcast(r: Recorder, index: int, eqn: Eqn) -> None:
   (x,), (out,) = values(eqn.inputs), eqn.outputs
+  mapped = set()
   for k, d in enumerate(eqn.params["broadcast_dimensions"]):
     if r.shape(x)[k] == r.shape(out)[d] and r.shape(x)[k] > 1:
       r.unify(x, k, out, d)
+      mapped.add(d)
+  for d in range(len(r.shape(out))):
+    if d not in mapped:  # copies: carry channels only once tied to some
+      r.weak.add(r.node(out, d))
 
 
 def _transpose(r: Recorder, index: int, eqn: Eqn) -> None:

@@ -139,10 +139,13 @@ def position_moments(
     )
   x, kernel = _dense_layout(x, kernel, consumer, consumer.kernel_axis)
   if mask is not None and x.shape[0] != mask.shape[0]:
-    raise ValueError(
-      f"dense consumer {consumer.name} has {x.shape[0]} samples per batch of "
-      f"{mask.shape[0]}: only one sample per batch row is supported"
-    )
+    # a dense layer applied at every position: rows are (batch, ...)
+    if x.shape[0] % mask.shape[0]:
+      raise ValueError(
+        f"dense consumer {consumer.name}: {x.shape[0]} rows do not split "
+        f"over a batch of {mask.shape[0]}"
+      )
+    common["mask"] = jnp.repeat(mask, x.shape[0] // mask.shape[0])
   if target is not None:  # dot_general's output: lhs free dims, rhs free dims
     common["target"] = target.reshape(x.shape[0], -1)
   if x.shape[-1] <= DENSE_POSITIONS:
@@ -199,7 +202,9 @@ def collect(
 
   Returns:
     {consumer name: GroupStats} in the group's consumer order; zero
-    fractions are of the consumer's input, per channel.
+    fractions are of the consumer's input, per channel. A layer applied
+    more than once (shared weights) is one consumer: its applications'
+    statistics add up, so one scale vector fits all of them.
   """
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

@@ -77,7 +77,8 @@ def prune(
     group: one of `model.groups`.
     keep: sorted int [n] of the group's current channels to keep.
     scales: [n] multipliers of each consumer's kept input rows, or a dict
-      consumer name -> [n]; default ones.
+      consumer name -> [n]; default ones. A layer applied more than once
+      is one consumer (one kernel, one name, one scale vector).
     shift: a dict consumer name -> [D] (or one [D] for every consumer) to
       add to the consumer's output; consumers without a bias or a
       following normalisation cannot take one (error).
@@ -136,9 +137,11 @@ def prune(
     axes = list(masks.get(m.path, (None,) * x.ndim))
     axes[m.axis] = new
     masks[m.path] = tuple(axes)
-  for c in group.consumers:
-    if c.name not in shifts or shifts[c.name] is None:
+  shifted = set()
+  for c in group.consumers:  # once per kernel (a layer applied twice)
+    if c.name in shifted or shifts.get(c.name) is None:
       continue
+    shifted.add(c.name)
     if c.shift is None:
       raise ValueError(
         f"consumer {c.name} has no bias and no normalisation after it to "

@@ -1,0 +1,269 @@
+"""The dependency graph on a zoo of models that are not ours.
+
+For every zoo model: the groups found equal the ones stated by hand; each
+group pruned at keep 0.5 without least squares gives the logits of the
+original model with those channels zeroed at every consumer; with least
+squares, each consumer's measured relative error equals the one predicted
+from its Gram matrix; the pruned model runs under jit, grad and
+jax.export, at another batch size too.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import zoo
+
+from thinet_jax import depgraph, reconstruct, select
+from thinet_jax.depgraph import surgery
+
+NAMES = list(zoo.ZOO)
+
+
+def _traced(name):
+  fn, variables, x, groups, left_out = zoo.build(name)
+  return depgraph.trace(fn, variables, x), variables, x, groups, left_out
+
+
+def _half(width: int, seed: int) -> np.ndarray:
+  rng = np.random.default_rng(seed)
+  return np.sort(rng.choice(width, (width + 1) // 2, replace=False))
+
+
+def _zeroed(variables, group, removed):
+  """The variables with the removed channels' rows of every consumer
+  kernel set to zero (the reference a pruned model must equal)."""
+  flat = surgery.flat_leaves(variables)
+  for c in group.consumers:
+    member = group.member(c.kernel, c.kernel_axis)
+    kernel = flat[c.kernel]
+    shape = [1] * kernel.ndim
+    shape[c.kernel_axis] = -1
+    off = np.isin(member.index, removed)
+    flat[c.kernel] = kernel * jnp.asarray(~off, kernel.dtype).reshape(shape)
+  order = [p for p in surgery.flat_leaves(variables)]
+  treedef = jax.tree_util.tree_structure(variables)
+  return jax.tree_util.tree_unflatten(treedef, [flat[p] for p in order])
+
+
+def _close(a, b, tol):
+  scale = max(1.0, float(jnp.max(jnp.abs(b))))
+  return float(jnp.max(jnp.abs(a - b))) <= tol * scale
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_groups_found(name):
+  model, _, _, groups, left_out = _traced(name)
+  assert {g.name: g.width for g in model.groups} == groups
+  found = {x.name: x.reason for x in model.left_out}
+  for what, phrase in left_out.items():
+    assert phrase in found[what], (what, found.get(what))
+  for g in model.groups:
+    assert g.consumers and all(c.kernel is not None for c in g.consumers)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pruned_equals_zeroed(name):
+  model, variables, x, _, _ = _traced(name)
+  for k, group in enumerate(model.groups):
+    keep = _half(group.width, k)
+    removed = np.setdiff1d(np.arange(group.width), keep)
+    reference = model.fn(_zeroed(variables, group, removed), x)
+    pruned, small = depgraph.prune(model, variables, group, keep)
+    assert _close(pruned.apply(small, x), reference, 1e-5), group.name
+    assert _close(jax.jit(pruned.apply)(small, x), reference, 1e-5)
+    for m in group.members:  # every member lost exactly the removed ones
+      leaf = surgery.flat_leaves(small)[m.path]
+      kept = np.sum((m.index < 0) | np.isin(m.index, keep))
+      assert leaf.shape[m.axis] == kept
+
+
+def _local_error(model, variables, pruned, small, consumer, keep, w, x):
+  """(|y_g - y_new|^2, |y_g|^2) of one consumer on the original inputs:
+  y_g is its output from the group's positions, y_new from the kept ones
+  through its kernel with those rows kept and scaled by `w` (made here,
+  then checked against the surgery's kernel)."""
+  got = model.capture(variables, x, values=[consumer.input])
+  inp = got[consumer.input]
+  eqn = model.graph.program.eqns[consumer.eqn]
+  index, axis, k_axis = consumer.index, consumer.axis, consumer.kernel_axis
+  shape = [1] * inp.ndim
+  shape[axis] = -1
+  part = inp * jnp.asarray(index >= 0, inp.dtype).reshape(shape)
+  kernel = np.asarray(surgery.flat_leaves(variables)[consumer.kernel])
+  y = eqn.primitive.bind(part, jnp.asarray(kernel), **eqn.params)
+  stay = np.flatnonzero((index < 0) | np.isin(index, keep))
+  factor = np.ones(len(index))
+  for r, c in enumerate(keep):
+    factor[index == c] = w[r]
+  fshape = [1] * kernel.ndim
+  fshape[k_axis] = -1
+  rows = np.take(kernel * factor.reshape(fshape), stay, axis=k_axis)
+  y_new = eqn.primitive.bind(
+    jnp.take(part, stay, axis=axis), jnp.asarray(rows, kernel.dtype),
+    **eqn.params,
+  )  # fmt: skip
+  expected = rows  # the surgery's kernel: these rows, other axes as pruned
+  for a in range(kernel.ndim):
+    if a != k_axis:
+      expected = np.take(
+        expected, np.flatnonzero(pruned.mask(consumer.kernel, a)), axis=a
+      )
+  actual = np.asarray(surgery.flat_leaves(small)[consumer.kernel])
+  np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-7)
+  return float(jnp.sum((y - y_new) ** 2)), float(jnp.sum(y**2))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reconstruction_error_is_predicted(name):
+  model, variables, x, _, _ = _traced(name)
+  batches = [x, x[::-1] * 0.5]
+  for group in model.groups:
+    per_consumer = depgraph.collect(model, variables, group, batches)
+    combined = depgraph.combine(per_consumer)
+    order = select.greedy_order(jnp.asarray(combined.gram))
+    keep = np.sort(np.asarray(order[group.width // 2 :]))
+    scales, predicted = {}, {}
+    for c, st in per_consumer.items():
+      gram = jnp.asarray(st.gram)
+      scales[c] = np.asarray(reconstruct.ridge_scales(gram, keep))
+      predicted[c] = float(reconstruct.relative_error(gram, keep, scales[c]))
+    pruned, small = depgraph.prune(model, variables, group, keep, scales)
+    both = jnp.concatenate(batches)
+    sums = {}  # a layer applied twice is one consumer: its errors add up
+    for c in group.consumers:
+      err, energy = _local_error(
+        model, variables, pruned, small, c, keep, scales[c.name], both
+      )
+      total = sums.setdefault(c.name, [0.0, 0.0])
+      total[0] += err
+      total[1] += energy
+    for c, (err, energy) in sums.items():
+      assert abs(err / energy - predicted[c]) <= 1e-4, (group.name, c)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pruned_runs_under_jit_grad_export(name):
+  model, variables, x, _, _ = _traced(name)
+  for k, group in enumerate(model.groups):  # every group, one after another
+    group_now = model.group(group.name)
+    keep = _half(model.width(group_now), k)
+    model, variables = depgraph.prune(model, variables, group_now, keep)
+  eager = model.apply(variables, x)
+  assert _close(jax.jit(model.apply)(variables, x), eager, 1e-5)
+  grads = jax.grad(lambda v: jnp.sum(model.apply(v, x) ** 2))(variables)
+  leaves = jax.tree_util.tree_leaves(grads)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+  assert any(float(jnp.max(jnp.abs(g))) > 0 for g in leaves)
+  exported = jax.export.export(jax.jit(model.apply))(variables, x)
+  assert _close(exported.call(variables, x), eager, 1e-5)
+  wider = jnp.concatenate([x, x[:2]])  # another batch size
+  assert _close(model.apply(variables, wider)[: len(x)], eager, 1e-5)
+
+
+def test_nnx_module_and_copy():
+  module, x = zoo.nnx_model()
+  reference = module(x)
+  model, state = depgraph.trace_nnx(module, x)
+  assert {g.name: g.width for g in model.groups} == {"stem": 6, "conv_a": 5}
+  stream = model.group("stem")
+  assert set(stream.producers) == {"stem", "conv_b"}
+  assert _close(model.apply(state, x), reference, 1e-6)
+  keep = np.array([0, 2, 3, 5])
+  removed = np.setdiff1d(np.arange(6), keep)
+  zeroed = model.fn(_zeroed(state, stream, removed), x)
+  pruned, small = depgraph.prune(model, state, stream, keep)
+  assert _close(pruned.apply(small, x), zeroed, 1e-5)
+  smaller = depgraph.nnx_module(pruned, small)
+  assert smaller.stem.out_features == 4 and smaller.head.in_features == 4
+  assert _close(smaller(x), zeroed, 1e-5)
+  assert module.stem.kernel[...].shape[-1] == 6  # the original is intact
+
+
+class _Mixing:
+  """Small functions whose channels the graph must leave out."""
+
+  @staticmethod
+  def layout_swap(v, x):  # NHWC flattened, read back as channels-first
+    y = jax.lax.conv_general_dilated(
+      x, v["k1"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    y = (
+      jax.nn.relu(y).reshape(y.shape[0], -1).reshape(y.shape[0], y.shape[3], -1)
+    )
+    return jnp.einsum("bcs,cs->b", y, v["w"])[:, None] * v["out"]
+
+  @staticmethod
+  def cumsum(v, x):
+    y = jax.nn.relu(jnp.einsum("bi,io->bo", x, v["k1"]))
+    return jnp.cumsum(y, axis=-1) @ v["k2"]
+
+  @staticmethod
+  def sort(v, x):
+    y = jax.nn.relu(jnp.einsum("bi,io->bo", x, v["k1"]))
+    return jnp.sort(y, axis=-1) @ v["k2"]
+
+  @staticmethod
+  def softmax(v, x):
+    y = jax.nn.softmax(x @ v["k1"], axis=-1)
+    return y @ v["k2"]
+
+  @staticmethod
+  def input_residual(v, x):
+    return jax.nn.relu(x + x @ v["k1"]) @ v["k2"]
+
+  @staticmethod
+  def no_consumer(v, x):
+    q, k = x @ v["k1"], x @ v["k2"]  # only read by each other
+    return jnp.einsum("bi,bi->b", q, k)[:, None]
+
+
+def _vars(shapes):
+  rng = np.random.default_rng(0)
+  return {n: jnp.asarray(rng.normal(size=s), jnp.float32) for n, s in shapes}
+
+
+LEFT_OUT = {
+  "layout_swap": (
+    [("k1", (3, 3, 2, 4)), ("w", (4, 36)), ("out", (1, 3))],
+    (2, 6, 6, 2),
+    "a reshape splits axes",
+  ),
+  "cumsum": ([("k1", (3, 5)), ("k2", (5, 2))], (2, 3), "cumsum runs along it"),
+  "sort": ([("k1", (3, 5)), ("k2", (5, 2))], (2, 3), "primitive 'sort'"),
+  "softmax": ([("k1", (3, 5)), ("k2", (5, 2))], (2, 3), "reduces over it"),
+  "input_residual": (
+    [("k1", (3, 3)), ("k2", (3, 2))],
+    (2, 3),
+    "comes from the function's input",
+  ),
+  "no_consumer": (
+    [("k1", (3, 4)), ("k2", (3, 4))],
+    (2, 3),
+    "no convolution or dense layer reads",
+  ),
+}
+
+
+@pytest.mark.parametrize("case", list(LEFT_OUT))
+def test_left_out_with_reason(case):
+  shapes, x_shape, phrase = LEFT_OUT[case]
+  fn = getattr(_Mixing, case)
+  x = jnp.ones(x_shape, jnp.float32)
+  model = depgraph.trace(fn, _vars(shapes), x)
+  assert model.groups == []
+  reasons = [x.reason for x in model.left_out]
+  assert any(phrase in r for r in reasons), reasons
+
+
+def test_prune_rejects_bad_keep_and_variables():
+  model, variables, x, _, _ = _traced("plain_cnn")
+  group = model.group("features_0")
+  with pytest.raises(ValueError, match="sorted and unique"):
+    depgraph.prune(model, variables, group, np.array([3, 1]))
+  with pytest.raises(ValueError, match=r"lie in \[0, 8\)"):
+    depgraph.prune(model, variables, group, np.array([0, 8]))
+  with pytest.raises(ValueError, match="unknown consumers"):
+    depgraph.prune(model, variables, group, np.arange(4), {"nope": np.ones(4)})
+  with pytest.raises(KeyError, match="groups: features_0"):
+    model.group("features_9")
