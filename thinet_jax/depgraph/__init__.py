@@ -11,7 +11,8 @@
 Layers: `program` (the flat traced program and its evaluator), `rules`
 (what each primitive ties together), `graph` (groups and what is left
 out), `run` (the pruned program), `model` (entry points), `stats`
-(consumers' Gram matrices), `surgery` (slicing and folding).
+(consumers' Gram matrices), `surgery` (slicing and folding), `step`
+(one ThiNet step: statistics, selection, least squares, surgery).
 """
 
 from thinet_jax.depgraph.graph import Consumer, Graph, Group, LeftOut, Member
@@ -23,6 +24,7 @@ from thinet_jax.depgraph.model import (
   trace_nnx,
 )
 from thinet_jax.depgraph.stats import collect, combine
+from thinet_jax.depgraph.step import Record, prune_group
 from thinet_jax.depgraph.surgery import prune
 
 __all__ = [

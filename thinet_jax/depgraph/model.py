@@ -175,7 +175,8 @@ def nnx_module(model: Traced, state: Any) -> Any:
   for _, layer in nnx.iter_graph(module):
     if isinstance(layer, nnx.Conv):
       k = layer.kernel[...]
-      if layer.feature_group_count == layer.in_features and k.shape[-2] == 1:
+      groups = layer.feature_group_count
+      if 1 < groups == layer.in_features and k.shape[-2] == 1:
         multiplier = layer.out_features // layer.in_features
         layer.feature_group_count = k.shape[-1] // multiplier  # depthwise
       layer.in_features = k.shape[-2] * layer.feature_group_count
@@ -185,4 +186,7 @@ def nnx_module(model: Traced, state: Any) -> Any:
     elif isinstance(layer, (nnx.BatchNorm, nnx.LayerNorm)):
       leaf = layer.scale if layer.scale is not None else layer.mean
       layer.num_features = leaf[...].shape[-1]
+    elif isinstance(layer, nnx.GroupNorm) and layer.scale is not None:
+      # the graph prunes whole normalisation groups: their size stays
+      layer.num_groups = layer.scale[...].shape[-1] // layer.group_size
   return module

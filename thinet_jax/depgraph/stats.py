@@ -201,7 +201,8 @@ def collect(
       and friends) minus the part this group does not change.
 
   Returns:
-    {consumer name: GroupStats} in the group's consumer order; zero
+    {consumer name: GroupStats} over the group's current channels (all of
+    them unless it was pruned before), in the group's consumer order; zero
     fractions are of the consumer's input, per channel. A layer applied
     more than once (shared weights) is one consumer: its applications'
     statistics add up, so one scale vector fits all of them.
@@ -213,7 +214,12 @@ def collect(
   mesh = sharding.data_mesh()
   has_target = reference is not None
   totals: dict[str, list] = {}
-  zeros = {c.name: np.zeros(group.width) for c in group.consumers}
+  # The group's current channels (all, unless it was pruned before).
+  alive = model.current(group)
+  width = int(alive.sum())
+  renumber = np.where(alive, np.cumsum(alive) - 1, -1)
+  renumber = np.append(renumber, -1)  # index -1 stays -1
+  zeros = {c.name: np.zeros(width) for c in group.consumers}
   positions = dict.fromkeys(zeros, 0.0)
   images = 0
   it = enumerate(batches)
@@ -233,7 +239,9 @@ def collect(
     program, plan = model._runner.plan_for(args)
     _check_program(model, program)
     ref_plan = reference[0]._runner.plan_for(args)[1] if has_target else None
-    indices = [c.index[plan.kept(c.input, c.axis)] for c in group.consumers]
+    indices = [
+      renumber[c.index[plan.kept(c.input, c.axis)]] for c in group.consumers
+    ]
     fn = _batch_fn(
       program,
       plan,
@@ -269,7 +277,7 @@ def collect(
       group.consumers, indices, results, strict=True
     ):
       used = used_index(c, program.shapes[c.input], index)
-      g, cnt, s, n_d = _project(moments, used, group.width, has_target)
+      g, cnt, s, n_d = _project(moments, used, width, has_target)
       acc = totals.setdefault(c.name, [0, 0.0, 0, 0])
       acc[0] = acc[0] + g
       acc[1] += cnt
@@ -282,7 +290,7 @@ def collect(
   if images == 0:
     raise ValueError(f"no batches to collect statistics for {group.name}")
   out = {}
-  w = group.width
+  w = width
   for c, index in zip(group.consumers, indices, strict=True):
     g, cnt, s, n_d = totals[c.name]
     per_channel = np.bincount(index[index >= 0], minlength=w)
