@@ -436,6 +436,45 @@ def section_stats_speed() -> str:
   )  # fmt: skip
 
 
+def section_depgraph() -> str:
+  def body(result):
+    out = [
+      "Tracing a model and finding its prunable channel groups, batch 1 at "
+      "full size: `depgraph.trace_linen` on the Flax presets and on a "
+      "flax-examples-style ResNet-50 written outside the library (trace: "
+      "`jax.make_jaxpr` of `Module.apply` and flattening, a fresh closure "
+      "each time so nothing is cached; discovery: the rules and the solve), "
+      "against Torch-Pruning's `DependencyGraph().build_dependency` + "
+      "`get_all_groups()` on the torchvision layouts of the same models. "
+      "Torch-Pruning also counts the classifier's group, which the graph "
+      "leaves out (it reaches the output). Best and median of the repeats; "
+      "trace and discovery are each the best of their own repeats.",
+      "", "| model | groups | best | trace | discovery | median |",
+      "|---|---:|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for r in result["rows"]:
+      trace = r.get("trace_best_s")
+      parts = (
+        f"{1e3 * trace:.0f} ms | {1e3 * r['discovery_best_s']:.0f} ms"
+        if trace is not None else "| "
+      )  # fmt: skip
+      out.append(
+        f"| {r['model']} ({r['size']}px) | {r['groups']} | "
+        f"{1e3 * r['best_s']:.0f} ms | {parts} | "
+        f"{1e3 * r['median_s']:.0f} ms |"
+      )
+    tp = [r for r in result["rows"] if "torch_pruning" in r]
+    if tp:
+      out += ["", f"Torch-Pruning {tp[0]['torch_pruning']}, "
+              f"PyTorch {tp[0]['torch']}."]  # fmt: skip
+    return out
+
+  return _section(
+    "Dependency graph: tracing and group discovery", "depgraph_speed.json",
+    "python benchmarks/depgraph_speed.py", body,
+  )  # fmt: skip
+
+
 def section_greedy(plots: pathlib.Path | None) -> str:
   def body(result):
     out = [
@@ -623,6 +662,7 @@ def render(plots: pathlib.Path | None = PLOTS) -> str:
     section_recipes(),
     section_procedure(),
     section_stats_speed(),
+    section_depgraph(),
     section_greedy(plots),
     section_latency(),
     section_onnx(),

@@ -33,6 +33,14 @@ def test_greedy_speed_quick(tmp_path):
   assert all(r["max_scale_diff"] < 1e-3 for r in report["rows"])
 
 
+def test_depgraph_speed_quick(tmp_path):
+  rows = {r["model"]: r for r in _quick("depgraph_speed.py", tmp_path)["rows"]}
+  assert rows["vgg16"]["groups"] == 15  # 13 convs, fc6, fc7
+  assert rows["resnet50"]["groups"] == 37  # 32 + stem + 4 stages
+  assert rows["torch resnet50"]["groups"] == 38  # also its classifier's
+  assert all(r["best_s"] > 0 for r in rows.values())
+
+
 def test_presets_table_prints_every_preset():
   result = subprocess.run(
     [sys.executable, "benchmarks/presets_table.py"],
