@@ -112,3 +112,43 @@ def test_graph_surgery_equals_hand_written_surgery():
   np.testing.assert_allclose(
     pruned.apply(graph_vars, x), expected, rtol=1e-5, atol=1e-5
   )
+
+
+@pytest.mark.parametrize("mode", ["exhaustive", "sampled"])
+@pytest.mark.parametrize("group_name", ["conv2_1", "conv5_3"])
+def test_graph_statistics_equal_hand_written_statistics(mode, group_name):
+  """depgraph.collect (captured from the traced program) against
+  stats.collect (the model's sown inputs), with a reference target."""
+  from thinet_jax import stats
+
+  name = "vgg16-fmnist"
+  spec = presets.get(name)
+  size = presets.IMAGE_SIZE[name]
+  variables = models.init(spec, jax.random.key(3), size)
+  other = models.init(spec, jax.random.key(4), size)  # the "reference"
+  rng = np.random.default_rng(5)
+  batches = [
+    {"image": rng.normal(size=(4, size, size, 1)).astype(np.float32)}
+    for _ in range(2)
+  ]
+  key = jax.random.key(6)
+  want = stats.collect(
+    spec, variables, groups_lib.get(spec, group_name), batches, mode=mode,
+    key=key, progress=False, reference=(spec, other),
+  )  # fmt: skip
+  _, model = _traced(name, variables)
+  _, ref_model = _traced(name, other)
+  group = model.group(group_name)
+  (got,) = depgraph.collect(
+    model, variables, group, batches, mode=mode, key=key,
+    reference=(ref_model, other),
+  ).values()  # fmt: skip
+  for field in ("gram", "sums", "output_counts", "cross", "target_sums"):
+    a, b = getattr(got, field), getattr(want, field)
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-3 * np.abs(b).max())
+  assert got.count == want.count and got.images == want.images
+  np.testing.assert_allclose(got.target_norm, want.target_norm, rtol=1e-4)
+  if group_name == "conv2_1":  # the consumer reads the ReLU output itself
+    np.testing.assert_allclose(got.zero_fraction, want.zero_fraction, atol=1e-6)
+  else:  # zeros of the consumer's input: after pool5 here, fewer
+    assert np.all(got.zero_fraction <= want.zero_fraction + 1e-6)

@@ -260,12 +260,10 @@ class Graph:
     producers = program.producers()
     users = program.users()
     path_of = dict(zip(program.leaf_ids, program.leaf_paths, strict=True))
-    signature: dict[int, list[int]] = {}
-    first_seen: dict[int, tuple] = {}
-    names: dict[int, list[str]] = {}
+    names: dict[int, list[str]] = {}  # producer class -> module paths
+    pairs = []  # (channel, producer class rank, producer k, position)
     for k, (eqn, value, axis) in enumerate(rec.producers):
-      node = rec.node(value, axis)
-      root = self._root[node]
+      root = self._root[rec.node(value, axis)]
       leaf = rules.leaf_of(program, value, producers)
       name = (
         module_path(path_of[leaf]) if leaf is not None
@@ -273,53 +271,79 @@ class Graph:
       )  # fmt: skip
       if name not in names.setdefault(root, []):
         names[root].append(name)
-      for pos, c in enumerate(self._comp[self.elements(node)]):
-        sig = signature.setdefault(int(c), [])
-        if root not in sig:
-          sig.append(root)
-        first_seen.setdefault(int(c), (k, pos))
-    names_rank = {r: k for k, r in enumerate(names)}
-    by_sig: dict[tuple, list[int]] = {}
-    for c in sorted(signature, key=lambda c: first_seen[c]):
-      by_sig.setdefault(tuple(sorted(signature[c])), []).append(c)
+      comps = self._comp[self.elements(rec.node(value, axis))]
+      rank = list(names).index(root)
+      n = len(comps)
+      pairs.append(
+        np.stack([comps, np.full(n, rank), np.full(n, k), np.arange(n)], 1)
+      )
+    roots = list(names)
     groups, left_out = [], []
+    if not pairs:
+      return groups, left_out
+    pairs = np.concatenate(pairs)
+    # a channel's signature: the set of producer classes it comes from,
+    # hashed as a sum of one random 64-bit word per class (wrapping)
+    words = np.random.default_rng(0).integers(1, 2**63, len(roots), np.uint64)
+    sig_pairs = np.unique(pairs[:, :2], axis=0)  # sorted by channel, rank
+    starts = np.r_[0, np.flatnonzero(np.diff(sig_pairs[:, 0])) + 1]
+    channels = sig_pairs[starts, 0]
+    hashes = np.add.reduceat(words[sig_pairs[:, 1]], starts)
+    # channels in order of first appearance (producer, then position)
+    first = pairs[np.lexsort((pairs[:, 3], pairs[:, 2], pairs[:, 0]))]
+    first = first[np.r_[0, np.flatnonzero(np.diff(first[:, 0])) + 1]]
+    order = np.lexsort((first[:, 3], first[:, 2]))  # first[:, 0] == channels
+    by_sig: dict[tuple, np.ndarray] = {}
+    ends = np.r_[starts[1:], len(sig_pairs)]
+    for h in dict.fromkeys(hashes[order].tolist()):
+      at = order[hashes[order] == h]
+      i = int(at[0])
+      by_sig[tuple(sig_pairs[starts[i] : ends[i], 1].tolist())] = channels[at]
+    group_of = np.full(len(self._comp_reason) + 1, -1)  # last: "no node"
+    position = np.full(len(self._comp_reason) + 1, -1)
+    candidates = []
     for sig, comps in by_sig.items():
-      comps = np.asarray(comps)
-      order = sorted(sig, key=lambda r: names_rank[r])
-      producer_names = tuple(n for r in order for n in names[r])
+      producer_names = tuple(n for r in sig for n in names[roots[r]])
       name = producer_names[0]
-      reasons = [self.reason_of(c) for c in comps]
-      stopped = [r for r in reasons if r is not None]
+      stopped = [r for r in self._comp_reason[comps] if r >= 0]
       if stopped:
-        left_out.append(LeftOut(name, len(comps), stopped[0]))
-        continue
-      if len(comps) < 2:
+        left_out.append(LeftOut(name, len(comps), self._reasons[stopped[0]]))
+      elif len(comps) < 2:
         left_out.append(LeftOut(name, len(comps), "a single channel"))
-        continue
-      table = np.full(len(self._comp_reason) + 1, -1)  # last: "no node"
-      table[comps] = np.arange(len(comps))
-      members = []
-      for leaf, path in zip(program.leaf_ids, program.leaf_paths, strict=True):
-        for a in range(len(program.shapes[leaf])):
-          index = table[self.channels_of(leaf, a)]
-          if np.any(index >= 0):
-            members.append(Member(path, a, index))
-      consumers = []
-      for site in rec.sites:
-        index = table[self.channels_of(site.lhs, site.lhs_axis)]
-        if np.any(index >= 0):
-          kernel = rules.leaf_of(program, site.rhs, producers)
-          kpath = path_of.get(kernel) if kernel is not None else None
-          consumers.append(
-            Consumer(
-              name=module_path(kpath) if kpath else f"{site.kind}@{site.eqn}",
-              kind=site.kind, eqn=site.eqn, input=site.lhs,
-              axis=site.lhs_axis, index=index, kernel=kpath,
-              kernel_axis=site.rhs_axis, output=site.out,
-              shift=rules.shift_target(program, site.out, users, producers),
-            )
-          )  # fmt: skip
-      if not consumers:
+      else:
+        group_of[comps] = len(candidates)
+        position[comps] = np.arange(len(comps))
+        candidates.append((name, producer_names, comps))
+    members = [[] for _ in candidates]
+    for leaf, path in zip(program.leaf_ids, program.leaf_paths, strict=True):
+      for a in range(len(program.shapes[leaf])):
+        comps = self.channels_of(leaf, a)
+        for g in np.unique(group_of[comps]):
+          if g >= 0:
+            index = np.where(group_of[comps] == g, position[comps], -1)
+            members[g].append(Member(path, a, index))
+    consumers = [[] for _ in candidates]
+    for site in rec.sites:
+      comps = self.channels_of(site.lhs, site.lhs_axis)
+      for g in np.unique(group_of[comps]):
+        if g < 0:
+          continue
+        kernel = rules.leaf_of(program, site.rhs, producers)
+        kpath = path_of.get(kernel) if kernel is not None else None
+        consumers[g].append(
+          Consumer(
+            name=module_path(kpath) if kpath else f"{site.kind}@{site.eqn}",
+            kind=site.kind, eqn=site.eqn, input=site.lhs,
+            axis=site.lhs_axis,
+            index=np.where(group_of[comps] == g, position[comps], -1),
+            kernel=kpath, kernel_axis=site.rhs_axis, output=site.out,
+            shift=rules.shift_target(program, site.out, users, producers),
+          )
+        )  # fmt: skip
+    for (name, producer_names, comps), mem, con in zip(
+      candidates, members, consumers, strict=True
+    ):
+      if not con:
         left_out.append(
           LeftOut(
             name,
@@ -330,14 +354,7 @@ class Graph:
         )
         continue
       groups.append(
-        Group(
-          name,
-          len(comps),
-          producer_names,
-          tuple(members),
-          tuple(consumers),
-          comps,
-        )
+        Group(name, len(comps), producer_names, tuple(mem), tuple(con), comps)
       )
     return groups, left_out
 

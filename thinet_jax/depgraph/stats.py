@@ -365,7 +365,11 @@ def _batch_fn(
           target = target - eqn.primitive.bind(
             kept_rest, kernel, **plan.params_of(c.eqn, eqn, None)
           )
-      sub_key = None if batch_key is None else jax.random.fold_in(batch_key, k)
+      sub_key = (
+        batch_key
+        if batch_key is None or k == 0
+        else jax.random.fold_in(batch_key, k)
+      )
       moments = position_moments(
         c, eqn, x, kernel, index, mode, sub_key, samples_per_image, mask, target
       )
