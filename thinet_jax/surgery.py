@@ -41,21 +41,9 @@ import numpy as np
 
 from thinet_jax import groups as groups_lib
 from thinet_jax import models
+from thinet_jax.depgraph.surgery import check_keep
 from thinet_jax.groups import Group
 from thinet_jax.spec import POOL, ModelSpec
-
-
-def _check_keep(keep: Any, width: int) -> np.ndarray:
-  keep = np.asarray(keep)
-  if keep.ndim != 1 or keep.size < 1:
-    raise ValueError(f"keep must list at least one channel, got {keep!r}")
-  if not np.issubdtype(keep.dtype, np.integer):
-    raise ValueError(f"keep must hold integer indices, got dtype {keep.dtype}")
-  if keep.min() < 0 or keep.max() >= width:
-    raise ValueError(f"keep indices must lie in [0, {width}), got {keep}")
-  if np.any(np.diff(keep) <= 0):
-    raise ValueError(f"keep must be sorted and unique, got {keep}")
-  return keep
 
 
 def prune(
@@ -89,7 +77,7 @@ def prune(
       f"group {group.name} was taken from a spec where it had {group.width} "
       f"channels; this spec has {current.width}: call groups.get again"
     )
-  keep = _check_keep(keep, group.width)
+  keep = check_keep(keep, group.width)
   n = keep.size
   # Scales and variables may be traced (prune under jit); keep may not.
   scales = jnp.ones(n, jnp.float32) if scales is None else jnp.asarray(scales)

@@ -38,6 +38,8 @@ __all__ = [
   "combine",
   "nnx_module",
   "prune",
+  "prune_group",
+  "Record",
   "trace",
   "trace_linen",
   "trace_nnx",

@@ -285,30 +285,25 @@ def _reshape(r: Recorder, index: int, eqn: Eqn) -> None:
           r.block(v, k, "a reshape regroups several axes")
 
 
-def _concatenate(r: Recorder, index: int, eqn: Eqn) -> None:
-  d = eqn.params["dimension"]
-  out = eqn.outputs[0]
+def _pieces(r: Recorder, whole: int, parts: list[int], d: int) -> None:
+  """`parts` laid end to end along axis d make up `whole` (concatenate,
+  split): other axes are the same, axis d at each part's offset."""
   offset = 0
-  for v in values(eqn.inputs):
+  for v in parts:
     n = r.shape(v)[d]
     for a in range(len(r.shape(v))):
       if a != d:
-        r.unify(v, a, out, a)
-    r.edge(v, d, np.arange(n), out, d, offset + np.arange(n))
+        r.unify(v, a, whole, a)
+    r.edge(v, d, np.arange(n), whole, d, offset + np.arange(n))
     offset += n
+
+
+def _concatenate(r: Recorder, index: int, eqn: Eqn) -> None:
+  _pieces(r, eqn.outputs[0], values(eqn.inputs), eqn.params["dimension"])
 
 
 def _split(r: Recorder, index: int, eqn: Eqn) -> None:
-  (x,) = values(eqn.inputs)
-  d = eqn.params["axis"]
-  offset = 0
-  for out in eqn.outputs:
-    n = r.shape(out)[d]
-    for a in range(len(r.shape(x))):
-      if a != d:
-        r.unify(x, a, out, a)
-    r.edge(out, d, np.arange(n), x, d, offset + np.arange(n))
-    offset += n
+  _pieces(r, values(eqn.inputs)[0], list(eqn.outputs), eqn.params["axis"])
 
 
 def _slice(r: Recorder, index: int, eqn: Eqn) -> None:
