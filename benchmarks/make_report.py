@@ -475,6 +475,34 @@ def section_depgraph() -> str:
   )  # fmt: skip
 
 
+def section_depgraph_zoo() -> str:
+  def body(result):
+    out = [
+      "Models written outside the library (tests/zoo.py), each group pruned "
+      "at keep 0.5 on its own. zeroed: max deviation of the pruned logits "
+      "from the original's with the removed channels zeroed at every "
+      "consumer (least squares off), relative to max(1, max |logit|); "
+      "error: max |measured - predicted| relative reconstruction error of a "
+      "consumer (least squares on); export: every group pruned, "
+      "`jax.export` against the eager pruned model.",
+      "", "| model | groups (width) | left out | zeroed | error | export |",
+      "|---|---|---|---:|---:|---:|",
+    ]  # fmt: skip
+    for r in result["rows"]:
+      groups = ", ".join(f"{k} ({w})" for k, w in r["groups"].items())
+      left = "; ".join(r["left_out"])
+      out.append(
+        f"| {r['model']} | {groups} | {left} | {r['zeroed_dev']:.0e} | "
+        f"{r['error_dev']:.0e} | {r['export_dev']:.0e} |"
+      )
+    return out
+
+  return _section(
+    "Dependency graph: the model zoo", "depgraph_zoo.json",
+    "python benchmarks/depgraph_zoo.py", body,
+  )  # fmt: skip
+
+
 def section_greedy(plots: pathlib.Path | None) -> str:
   def body(result):
     out = [
@@ -663,6 +691,7 @@ def render(plots: pathlib.Path | None = PLOTS) -> str:
     section_procedure(),
     section_stats_speed(),
     section_depgraph(),
+    section_depgraph_zoo(),
     section_greedy(plots),
     section_latency(),
     section_onnx(),

@@ -41,6 +41,13 @@ def test_depgraph_speed_quick(tmp_path):
   assert all(r["best_s"] > 0 for r in rows.values())
 
 
+def test_depgraph_zoo_quick(tmp_path):
+  rows = _quick("depgraph_zoo.py", tmp_path)["rows"]
+  assert [r["model"] for r in rows] == ["plain_cnn", "self_concat"]
+  for r in rows:
+    assert max(r["zeroed_dev"], r["error_dev"], r["export_dev"]) < 1e-5
+
+
 def test_presets_table_prints_every_preset():
   result = subprocess.run(
     [sys.executable, "benchmarks/presets_table.py"],

@@ -8,42 +8,25 @@ from its Gram matrix; the pruned model runs under jit, grad and
 jax.export, at another batch size too.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import zoo
 
-from thinet_jax import depgraph, reconstruct, select
+from thinet_jax import depgraph
 from thinet_jax.depgraph import surgery
 
 NAMES = list(zoo.ZOO)
 
 
+@functools.cache
 def _traced(name):
+  """The traced zoo model (built, initialised and traced once per run)."""
   fn, variables, x, groups, left_out = zoo.build(name)
   return depgraph.trace(fn, variables, x), variables, x, groups, left_out
-
-
-def _half(width: int, seed: int) -> np.ndarray:
-  rng = np.random.default_rng(seed)
-  return np.sort(rng.choice(width, (width + 1) // 2, replace=False))
-
-
-def _zeroed(variables, group, removed):
-  """The variables with the removed channels' rows of every consumer
-  kernel set to zero (the reference a pruned model must equal)."""
-  flat = surgery.flat_leaves(variables)
-  for c in group.consumers:
-    member = group.member(c.kernel, c.kernel_axis)
-    kernel = flat[c.kernel]
-    shape = [1] * kernel.ndim
-    shape[c.kernel_axis] = -1
-    off = np.isin(member.index, removed)
-    flat[c.kernel] = kernel * jnp.asarray(~off, kernel.dtype).reshape(shape)
-  order = [p for p in surgery.flat_leaves(variables)]
-  treedef = jax.tree_util.tree_structure(variables)
-  return jax.tree_util.tree_unflatten(treedef, [flat[p] for p in order])
 
 
 def _close(a, b, tol):
@@ -66,52 +49,15 @@ def test_groups_found(name):
 def test_pruned_equals_zeroed(name):
   model, variables, x, _, _ = _traced(name)
   for k, group in enumerate(model.groups):
-    keep = _half(group.width, k)
+    keep = zoo.half(group.width, k)
     removed = np.setdiff1d(np.arange(group.width), keep)
-    reference = model.fn(_zeroed(variables, group, removed), x)
+    reference = model.fn(zoo.zeroed(variables, group, removed), x)
     pruned, small = depgraph.prune(model, variables, group, keep)
     assert _close(pruned.apply(small, x), reference, 1e-5), group.name
-    assert _close(jax.jit(pruned.apply)(small, x), reference, 1e-5)
     for m in group.members:  # every member lost exactly the removed ones
       leaf = surgery.flat_leaves(small)[m.path]
       kept = np.sum((m.index < 0) | np.isin(m.index, keep))
       assert leaf.shape[m.axis] == kept
-
-
-def _local_error(model, variables, pruned, small, consumer, keep, w, x):
-  """(|y_g - y_new|^2, |y_g|^2) of one consumer on the original inputs:
-  y_g is its output from the group's positions, y_new from the kept ones
-  through its kernel with those rows kept and scaled by `w` (made here,
-  then checked against the surgery's kernel)."""
-  got = model.capture(variables, x, values=[consumer.input])
-  inp = got[consumer.input]
-  eqn = model.graph.program.eqns[consumer.eqn]
-  index, axis, k_axis = consumer.index, consumer.axis, consumer.kernel_axis
-  shape = [1] * inp.ndim
-  shape[axis] = -1
-  part = inp * jnp.asarray(index >= 0, inp.dtype).reshape(shape)
-  kernel = np.asarray(surgery.flat_leaves(variables)[consumer.kernel])
-  y = eqn.primitive.bind(part, jnp.asarray(kernel), **eqn.params)
-  stay = np.flatnonzero((index < 0) | np.isin(index, keep))
-  factor = np.ones(len(index))
-  for r, c in enumerate(keep):
-    factor[index == c] = w[r]
-  fshape = [1] * kernel.ndim
-  fshape[k_axis] = -1
-  rows = np.take(kernel * factor.reshape(fshape), stay, axis=k_axis)
-  y_new = eqn.primitive.bind(
-    jnp.take(part, stay, axis=axis), jnp.asarray(rows, kernel.dtype),
-    **eqn.params,
-  )  # fmt: skip
-  expected = rows  # the surgery's kernel: these rows, other axes as pruned
-  for a in range(kernel.ndim):
-    if a != k_axis:
-      expected = np.take(
-        expected, np.flatnonzero(pruned.mask(consumer.kernel, a)), axis=a
-      )
-  actual = np.asarray(surgery.flat_leaves(small)[consumer.kernel])
-  np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-7)
-  return float(jnp.sum((y - y_new) ** 2)), float(jnp.sum(y**2))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -119,46 +65,38 @@ def test_reconstruction_error_is_predicted(name):
   model, variables, x, _, _ = _traced(name)
   batches = [x, x[::-1] * 0.5]
   for group in model.groups:
-    per_consumer = depgraph.collect(model, variables, group, batches)
-    combined = depgraph.combine(per_consumer)
-    order = select.greedy_order(jnp.asarray(combined.gram))
-    keep = np.sort(np.asarray(order[group.width // 2 :]))
-    scales, predicted = {}, {}
-    for c, st in per_consumer.items():
-      gram = jnp.asarray(st.gram)
-      scales[c] = np.asarray(reconstruct.ridge_scales(gram, keep))
-      predicted[c] = float(reconstruct.relative_error(gram, keep, scales[c]))
-    pruned, small = depgraph.prune(model, variables, group, keep, scales)
-    both = jnp.concatenate(batches)
-    sums = {}  # a layer applied twice is one consumer: its errors add up
-    for c in group.consumers:
-      err, energy = _local_error(
-        model, variables, pruned, small, c, keep, scales[c.name], both
-      )
-      total = sums.setdefault(c.name, [0.0, 0.0])
-      total[0] += err
-      total[1] += energy
-    for c, (err, energy) in sums.items():
-      assert abs(err / energy - predicted[c]) <= 1e-4, (group.name, c)
+    checked = zoo.reconstruction_check(model, variables, group, batches)
+    assert checked.keys() == {c.name for c in group.consumers}
+    for c, (measured, predicted) in checked.items():
+      assert abs(measured - predicted) <= 1e-4, (group.name, c)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_pruned_runs_under_jit_grad_export(name):
+  """Every group pruned, one after another: the smaller model equals the
+  original with all removed channels zeroed, under jit, at another batch
+  size, through jax.export, and has finite non-zero gradients."""
   model, variables, x, _, _ = _traced(name)
-  for k, group in enumerate(model.groups):  # every group, one after another
-    group_now = model.group(group.name)
-    keep = _half(model.width(group_now), k)
-    model, variables = depgraph.prune(model, variables, group_now, keep)
-  eager = model.apply(variables, x)
-  assert _close(jax.jit(model.apply)(variables, x), eager, 1e-5)
-  grads = jax.grad(lambda v: jnp.sum(model.apply(v, x) ** 2))(variables)
+  zeroed = variables
+  for k, group in enumerate(model.groups):
+    keep = zoo.half(group.width, k)  # groups are disjoint: widths still full
+    zeroed = zoo.zeroed(
+      zeroed, group, np.setdiff1d(np.arange(group.width), keep)
+    )
+    model, variables = depgraph.prune(model, variables, group, keep)
+  reference = model.fn(zeroed, x)
+  apply = jax.jit(model.apply)
+  assert _close(apply(variables, x), reference, 1e-5)
+  wider = jnp.concatenate([x, x[:2]])  # another batch size
+  assert _close(apply(variables, wider)[: len(x)], reference, 1e-5)
+  exported = jax.export.export(apply)(variables, x)
+  assert _close(exported.call(variables, x), reference, 1e-5)
+  grads = jax.jit(jax.grad(lambda v: jnp.sum(model.apply(v, x) ** 2)))(
+    variables
+  )
   leaves = jax.tree_util.tree_leaves(grads)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
   assert any(float(jnp.max(jnp.abs(g))) > 0 for g in leaves)
-  exported = jax.export.export(jax.jit(model.apply))(variables, x)
-  assert _close(exported.call(variables, x), eager, 1e-5)
-  wider = jnp.concatenate([x, x[:2]])  # another batch size
-  assert _close(model.apply(variables, wider)[: len(x)], eager, 1e-5)
 
 
 def test_nnx_module_and_copy():
@@ -171,7 +109,7 @@ def test_nnx_module_and_copy():
   assert _close(model.apply(state, x), reference, 1e-6)
   keep = np.array([0, 2, 3, 5])
   removed = np.setdiff1d(np.arange(6), keep)
-  zeroed = model.fn(_zeroed(state, stream, removed), x)
+  zeroed = model.fn(zoo.zeroed(state, stream, removed), x)
   pruned, small = depgraph.prune(model, state, stream, keep)
   assert _close(pruned.apply(small, x), zeroed, 1e-5)
   smaller = depgraph.nnx_module(pruned, small)

@@ -17,6 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from thinet_jax.depgraph import surgery
+from thinet_jax.depgraph.stats import collect as depgraph_collect
+from thinet_jax.depgraph.stats import combine as depgraph_combine
+
 
 class PlainCNN(nn.Module):
   """Conv-BN-ReLU x3, max pool, global average pooling head."""
@@ -299,7 +303,8 @@ class NNXResidualCNN(nnx.Module):
 
 
 def perturb(variables, seed: int = 0):
-  """Non-trivial variables: random weights, biases, norm statistics."""
+  """Non-trivial variables: random weights, biases, norm statistics, for
+  every leaf of `variables` (arrays or shapes)."""
   rng = np.random.default_rng(seed)
 
   def one(path, x):
@@ -308,7 +313,7 @@ def perturb(variables, seed: int = 0):
       return jnp.asarray(rng.uniform(0.5, 1.5, x.shape), x.dtype)
     if "scale" in name or "gamma" in name:
       return jnp.asarray(rng.uniform(0.5, 1.5, x.shape), x.dtype)
-    fan = max(1, int(np.prod(x.shape[:-1]))) if x.ndim > 1 else 4
+    fan = max(1, int(np.prod(x.shape[:-1]))) if len(x.shape) > 1 else 4
     return jnp.asarray(rng.normal(0, 1 / np.sqrt(fan), x.shape), x.dtype)
 
   return jax.tree_util.tree_map_with_path(one, variables)
@@ -316,7 +321,11 @@ def perturb(variables, seed: int = 0):
 
 def _linen(module, shape=(4, 12, 12, 3), **kwargs):
   x = jnp.asarray(np.random.default_rng(1).normal(size=shape), jnp.float32)
-  variables = perturb(module.init(jax.random.key(0), x, **kwargs))
+  # perturb draws every leaf: the initialisers' shapes are enough
+  shapes = jax.eval_shape(
+    functools.partial(module.init, **kwargs), jax.random.key(0), x
+  )
+  variables = perturb(shapes)
   return module, variables, x
 
 
@@ -412,3 +421,91 @@ def nnx_model():
     np.random.default_rng(1).normal(size=(4, 10, 10, 3)), jnp.float32
   )
   return model, x
+
+
+# --- References for the tests and benchmarks/depgraph_zoo.py ---------------
+
+
+def half(width: int, seed: int) -> np.ndarray:
+  rng = np.random.default_rng(seed)
+  return np.sort(rng.choice(width, (width + 1) // 2, replace=False))
+
+
+def zeroed(variables, group, removed):
+  """The variables with the removed channels' rows of every consumer
+  kernel set to zero (the reference a pruned model must equal)."""
+  flat = surgery.flat_leaves(variables)
+  for c in group.consumers:
+    member = group.member(c.kernel, c.kernel_axis)
+    kernel = flat[c.kernel]
+    shape = [1] * kernel.ndim
+    shape[c.kernel_axis] = -1
+    off = np.isin(member.index, removed)
+    flat[c.kernel] = kernel * jnp.asarray(~off, kernel.dtype).reshape(shape)
+  order = [p for p in surgery.flat_leaves(variables)]
+  treedef = jax.tree_util.tree_structure(variables)
+  return jax.tree_util.tree_unflatten(treedef, [flat[p] for p in order])
+
+
+def local_error(model, variables, pruned, small, consumer, keep, w, x):
+  """(|y_g - y_new|^2, |y_g|^2) of one consumer on the original inputs:
+  y_g is its output from the group's positions, y_new from the kept ones
+  through its kernel with those rows kept and scaled by `w` (made here,
+  then checked against the surgery's kernel)."""
+  got = model.capture(variables, x, values=[consumer.input])
+  inp = got[consumer.input]
+  eqn = model.graph.program.eqns[consumer.eqn]
+  index, axis, k_axis = consumer.index, consumer.axis, consumer.kernel_axis
+  shape = [1] * inp.ndim
+  shape[axis] = -1
+  part = inp * jnp.asarray(index >= 0, inp.dtype).reshape(shape)
+  kernel = np.asarray(surgery.flat_leaves(variables)[consumer.kernel])
+  y = eqn.primitive.bind(part, jnp.asarray(kernel), **eqn.params)
+  stay = np.flatnonzero((index < 0) | np.isin(index, keep))
+  factor = np.ones(len(index))
+  for r, c in enumerate(keep):
+    factor[index == c] = w[r]
+  fshape = [1] * kernel.ndim
+  fshape[k_axis] = -1
+  rows = np.take(kernel * factor.reshape(fshape), stay, axis=k_axis)
+  y_new = eqn.primitive.bind(
+    jnp.take(part, stay, axis=axis), jnp.asarray(rows, kernel.dtype),
+    **eqn.params,
+  )  # fmt: skip
+  expected = rows  # the surgery's kernel: these rows, other axes as pruned
+  for a in range(kernel.ndim):
+    if a != k_axis:
+      expected = np.take(
+        expected, np.flatnonzero(pruned.mask(consumer.kernel, a)), axis=a
+      )
+  actual = np.asarray(surgery.flat_leaves(small)[consumer.kernel])
+  np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-7)
+  return float(jnp.sum((y - y_new) ** 2)), float(jnp.sum(y**2))
+
+
+def reconstruction_check(model, variables, group, batches):
+  """The group pruned to half by ThiNet's greedy on its combined problem,
+  each consumer's least squares on its own Gram matrix: consumer name ->
+  (measured, predicted) relative error on the statistics' samples."""
+  from thinet_jax import reconstruct, select
+
+  per_consumer = depgraph_collect(model, variables, group, batches)
+  combined = depgraph_combine(per_consumer)
+  order = select.greedy_order(jnp.asarray(combined.gram))
+  keep = np.sort(np.asarray(order[group.width // 2 :]))
+  scales, predicted = {}, {}
+  for c, st in per_consumer.items():
+    gram = jnp.asarray(st.gram)
+    scales[c] = np.asarray(reconstruct.ridge_scales(gram, keep))
+    predicted[c] = float(reconstruct.relative_error(gram, keep, scales[c]))
+  pruned, small = surgery.prune(model, variables, group, keep, scales)
+  both = jnp.concatenate(batches)
+  sums = {}  # a layer applied twice is one consumer: its errors add up
+  for c in group.consumers:
+    err, energy = local_error(
+      model, variables, pruned, small, c, keep, scales[c.name], both
+    )
+    total = sums.setdefault(c.name, [0.0, 0.0])
+    total[0] += err
+    total[1] += energy
+  return {c: (err / energy, predicted[c]) for c, (err, energy) in sums.items()}
