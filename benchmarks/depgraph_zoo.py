@@ -90,7 +90,8 @@ def main() -> None:
   for r in rows:
     print(
       f"{r['model']:20s} {len(r['groups'])} groups, "
-      f"zeroed {r['zeroed_dev']:.1e}, error {r['error_dev']:.1e}, export {r['export_dev']:.1e}"
+      f"zeroed {r['zeroed_dev']:.1e}, error {r['error_dev']:.1e}, "
+      f"export {r['export_dev']:.1e}"
     )
   report = dict(
     machine=report_lib.machine(),
