@@ -242,6 +242,10 @@ class Graph:
     root = self._root[node]
     return self._base[root] + np.arange(self._rec.node_size[root])
 
+  @property
+  def channel_count(self) -> int:
+    return len(self._comp_reason)
+
   def channels_of(self, value: int, axis: int) -> np.ndarray:
     """Channel component id of every position of (value, axis)."""
     key = (value, axis)

@@ -73,11 +73,15 @@ class Traced:
       return self.fn(variables, *args)
     return self._runner(variables, *args)
 
+  def plan_for(self, args: tuple) -> tuple:
+    """(program, pruned plan) of the trace at these arguments' shapes."""
+    return self._runner.plan_for(args)
+
   def capture(self, variables: Any, *args: Any, values: Any = ()) -> dict:
     """Intermediate values of the (pruned) model by value id (e.g. a
     consumer's `input` and `output`), traceable; ids are those of
     `model.graph.program`, whatever the batch size."""
-    program, plan = self._runner.plan_for(args)
+    program, plan = self.plan_for(args)
     flat = jax.tree_util.tree_leaves(variables) + jax.tree_util.tree_leaves(
       args
     )
@@ -89,9 +93,7 @@ class Traced:
   def current(self, group: Group) -> np.ndarray:
     """Which of the group's original channels are still there (bool)."""
     removed = run_lib.removed_channels(self.graph, self.masks)
-    return (
-      ~removed[group.channels] if removed.size else np.ones(group.width, bool)
-    )
+    return ~removed[group.channels]
 
   def width(self, group: Group) -> int:
     return int(self.current(group).sum())

@@ -34,13 +34,15 @@ Masks = dict[str, tuple]
 
 
 def removed_channels(graph: Graph, masks: Masks) -> np.ndarray:
-  """Boolean over the graph's channel ids: removed by `masks`."""
+  """Boolean over the graph's channel ids (one more, False, at the end:
+  the id -1 of positions outside every channel): removed by `masks`."""
   ids = dict(zip(graph.program.leaf_paths, graph.program.leaf_ids, strict=True))
-  removed = np.zeros(int(graph._comp.max()) + 1, bool)
+  removed = np.zeros(graph.channel_count + 1, bool)
   for path, axes in masks.items():
     for a, mask in enumerate(axes):
       if mask is not None:
         removed[graph.channels_of(ids[path], a)[~mask]] = True
+  removed[-1] = False
   return removed
 
 
@@ -56,9 +58,7 @@ class Plan:
       key = (v, a)
       if key not in self._kept:
         comp = graph.channels_of(v, a)
-        self._kept[key] = (
-          ~removed[comp] if removed.size else np.ones(len(comp), bool)
-        )
+        self._kept[key] = ~removed[comp]
       return self._kept[key]
 
     self.kept = kept

@@ -236,9 +236,9 @@ def collect(
     args, mask = batch_args(batch)
     n = len(np.asarray(args[0]))
     mask = np.ones(n, np.float32) if mask is None else mask
-    program, plan = model._runner.plan_for(args)
+    program, plan = model.plan_for(args)
     _check_program(model, program)
-    ref_plan = reference[0]._runner.plan_for(args)[1] if has_target else None
+    ref_plan = reference[0].plan_for(args)[1] if has_target else None
     indices = [
       renumber[c.index[plan.kept(c.input, c.axis)]] for c in group.consumers
     ]
