@@ -68,7 +68,7 @@ def test_readme_python_examples_run(capsys):
     printed.append(capsys.readouterr().out)
   linen = printed[0]
   assert "{'Conv_0': 16, 'Conv_1': 16, 'Conv_2': 8} (64, 10)" in linen, linen
-  assert printed[1].split() == ["32", "->", "16", "(64,", "10)"], printed[1]
+  assert printed[1].split() == ["16", "(64,", "10)"], printed[1]
   words = printed[2].split()
   assert words[:3] == ["64", "->", "32"], words
   assert 0.0 <= float(words[3]) <= 1.0
