@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import pathlib
 import statistics
 import sys
@@ -146,16 +145,12 @@ def main() -> None:
       f"{row['model']:32s} {row['size']}px: best {row['best_s']:.3f} s"
       f"{parts}, median {row['median_s']:.3f} s, {row['groups']} groups"
     )
-  report = dict(
-    machine=report_lib.machine(),
-    command="python benchmarks/depgraph_speed.py"
-    + (" --quick" if args.quick else ""),
-    wall_s=time.perf_counter() - start,
+  report_lib.write_benchmark(
+    args.out or str(OUT),
+    f"python benchmarks/depgraph_speed.py{' --quick' if args.quick else ''}",
+    time.perf_counter() - start,
     rows=rows,
   )
-  out = pathlib.Path(args.out or OUT)
-  out.write_text(json.dumps(report, indent=2) + "\n")
-  print(f"wrote {out}")
 
 
 if __name__ == "__main__":

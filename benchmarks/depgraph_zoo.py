@@ -21,7 +21,6 @@ Writes benchmarks/depgraph_zoo.json.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 import time
@@ -93,16 +92,12 @@ def main() -> None:
       f"zeroed {r['zeroed_dev']:.1e}, error {r['error_dev']:.1e}, "
       f"export {r['export_dev']:.1e}"
     )
-  report = dict(
-    machine=report_lib.machine(),
-    command="python benchmarks/depgraph_zoo.py"
-    + (" --quick" if args.quick else ""),
-    wall_s=time.perf_counter() - start,
+  report_lib.write_benchmark(
+    args.out or str(OUT),
+    f"python benchmarks/depgraph_zoo.py{' --quick' if args.quick else ''}",
+    time.perf_counter() - start,
     rows=rows,
   )
-  out = pathlib.Path(args.out or OUT)
-  out.write_text(json.dumps(report, indent=2) + "\n")
-  print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ whether the kept sets are identical.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import time
 
@@ -134,15 +133,12 @@ def main() -> None:
     rows = run([16, 32], samples=2_000)
   else:
     rows = run([64, 128, 256, 512], samples=100_000)
-  report = dict(
-    machine=report_lib.machine(),
-    command="python benchmarks/greedy_speed.py"
-    + (" --quick" if args.quick else ""),
-    wall_s=time.perf_counter() - start,
+  report_lib.write_benchmark(
+    args.out,
+    f"python benchmarks/greedy_speed.py{' --quick' if args.quick else ''}",
+    time.perf_counter() - start,
     rows=rows,
   )
-  pathlib.Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-  print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,17 @@ def machine() -> dict[str, Any]:
   }
 
 
+def write_benchmark(
+  path: str, command: str, seconds: float, **fields: Any
+) -> None:
+  """A benchmark's JSON: the machine, the command that ran, its wall time,
+  then `fields` (e.g. rows); prints where it went."""
+  result = dict(machine=machine(), command=command, wall_s=seconds, **fields)
+  with open(path, "w") as f:
+    f.write(json.dumps(result, indent=2) + "\n")
+  print(f"wrote {path}")
+
+
 def procedure_report(
   base_spec: ModelSpec,
   spec: ModelSpec,

@@ -29,7 +29,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 
 from thinet_jax.depgraph import rules
-from thinet_jax.depgraph.program import Program
+from thinet_jax.depgraph.program import Program, values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +148,7 @@ class Graph:
     for v in program.arg_ids:
       for a in range(len(program.shapes[v])):
         rec.block(v, a, "it comes from the function's input")
-    for v in rules.values(program.outputs):
+    for v in values(program.outputs):
       for a in range(len(program.shapes[v])):
         rec.block(v, a, "it reaches the function's output")
     self._rec = rec

@@ -112,9 +112,7 @@ class Traced:
 
 
 def _structs(variables: Any) -> Any:
-  return jax.tree_util.tree_map(
-    lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), variables
-  )
+  return jax.tree_util.tree_map(program_lib.struct, variables)
 
 
 def trace(fn: Callable, variables: Any, *example: Any) -> Traced:

@@ -110,9 +110,8 @@ class Program:
     """value id -> indices of the equations that read it."""
     out: dict[int, list[int]] = {}
     for i, e in enumerate(self.eqns):
-      for a in e.inputs:
-        if not isinstance(a, Literal):
-          out.setdefault(a, []).append(i)
+      for a in values(e.inputs):
+        out.setdefault(a, []).append(i)
     return out
 
 
@@ -206,8 +205,7 @@ def make_program(fn: Callable, variables: Any, *args: Any) -> Program:
     a = jax.tree_util.tree_unflatten(args_def, flat[n:])
     return fn(v, *a)
 
-  structs = [jax.ShapeDtypeStruct(np.shape(x), x.dtype) for x in var_leaves]
-  structs += [jax.ShapeDtypeStruct(np.shape(x), _dtype(x)) for x in arg_leaves]
+  structs = [struct(x) for x in var_leaves + arg_leaves]
   closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*structs)
   out_def = jax.tree_util.tree_structure(out_shape)
   b = _Builder()
@@ -220,8 +218,15 @@ def make_program(fn: Callable, variables: Any, *args: Any) -> Program:
   )  # fmt: skip
 
 
-def _dtype(x):
-  return x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+def struct(x: Any) -> jax.ShapeDtypeStruct:
+  """The shape and dtype of an array, a ShapeDtypeStruct or a scalar."""
+  dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+  return jax.ShapeDtypeStruct(np.shape(x), dtype)
+
+
+def values(atoms) -> list[int]:
+  """The value ids among an equation's atoms (literals left out)."""
+  return [a for a in atoms if not isinstance(a, Literal)]
 
 
 def evaluate(

@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from thinet_jax.depgraph.program import Eqn, Literal, Program
+from thinet_jax.depgraph.program import Eqn, Literal, Program, values
 
 ELEMENTWISE = frozenset(
   """abs acos acosh add add_any and asin asinh atan atan2 atanh cbrt ceil
@@ -134,10 +134,6 @@ class Recorder:
     for v in values(eqn.inputs) + list(eqn.outputs):
       for a in range(len(self.shape(v))):
         self.block(v, a, reason)
-
-
-def values(atoms) -> list[int]:
-  return [a for a in atoms if not isinstance(a, Literal)]
 
 
 def apply_rule(r: Recorder, index: int, eqn: Eqn) -> None:

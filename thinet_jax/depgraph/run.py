@@ -51,6 +51,7 @@ class Plan:
 
   def __init__(self, graph: Graph, masks: Masks):
     self.program = program = graph.program
+    self.stats_fns: dict = {}  # jitted statistics of this trace (stats.py)
     removed = removed_channels(graph, masks)
     self._kept: dict[tuple[int, int], np.ndarray] = {}
 
@@ -68,7 +69,8 @@ class Plan:
     self.params = {}
     for i, eqn in enumerate(program.eqns):
       changed = any(
-        self.new_shape(v) != program.shapes[v] for v in program_lib_values(eqn)
+        self.new_shape(v) != program.shapes[v]
+        for v in program_lib.values(eqn.inputs) + list(eqn.outputs)
       )
       if changed:
         self.params[i] = _new_params(self, eqn)
@@ -79,12 +81,6 @@ class Plan:
 
   def params_of(self, i: int, eqn: Eqn, values) -> dict:
     return self.params.get(i, eqn.params)
-
-
-def program_lib_values(eqn: Eqn) -> list[int]:
-  return [
-    a for a in eqn.inputs if not isinstance(a, program_lib.Literal)
-  ] + list(eqn.outputs)
 
 
 def _take(x, masks):
@@ -146,7 +142,7 @@ class Runner:
   def plan_for(self, args) -> tuple[Program, Plan]:
     key = arg_key(args)
     if key not in self._plans:
-      specs = jax.tree_util.tree_map(_struct, args)
+      specs = jax.tree_util.tree_map(program_lib.struct, args)
       program = program_lib.make_program(self.fn, self.structs, *specs)
       self._plans[key] = (program, Plan(Graph(program), self.masks))
     return self._plans[key]
@@ -162,12 +158,8 @@ class Runner:
     return jax.tree_util.tree_unflatten(program.out_def, outs)
 
 
-def _struct(x):
-  return jax.ShapeDtypeStruct(
-    np.shape(x), x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
-  )
-
-
 def arg_key(args) -> Any:
   leaves, treedef = jax.tree_util.tree_flatten(args)
-  return treedef, tuple((np.shape(x), str(_struct(x).dtype)) for x in leaves)
+  return treedef, tuple(
+    (np.shape(x), str(program_lib.struct(x).dtype)) for x in leaves
+  )

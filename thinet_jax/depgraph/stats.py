@@ -326,7 +326,7 @@ def _batch_fn(
   has_target,
   mesh,
 ):
-  cache = plan.__dict__.setdefault("_stats_fns", {})
+  cache = plan.stats_fns
   key = (group.name, indices, mode, samples_per_image, has_target, id(ref_plan))
   if key in cache:
     return cache[key]
@@ -384,11 +384,7 @@ def _batch_fn(
 
 
 def _rhs(program, consumer: Consumer) -> int:
-  return program_lib_values(program.eqns[consumer.eqn])[1]
-
-
-def program_lib_values(eqn) -> list[int]:
-  return [a for a in eqn.inputs if not isinstance(a, program_lib.Literal)]
+  return program_lib.values(program.eqns[consumer.eqn].inputs)[1]
 
 
 def combine(
