@@ -26,24 +26,8 @@ import jax
 import numpy as np
 
 from thinet_jax import groups, profile, reconstruct, select, stats, surgery
+from thinet_jax.options import TARGETS, PruneOptions
 from thinet_jax.spec import ModelSpec
-
-
-@dataclasses.dataclass(frozen=True)
-class PruneOptions:
-  """How a group is pruned (the keyword arguments of `prune_group`)."""
-
-  criterion: str = "thinet"
-  least_squares: bool = True
-  ridge: float = 0.0
-  mode: str = "sampled"
-  samples_per_image: int = 10
-  centred: bool = False
-  bn_batches: int = 0
-  target: str = "current"
-
-
-TARGETS = ("current", "original")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,14 +1,20 @@
-"""One ThiNet step on any traced model: statistics, selection, least
-squares, surgery for one group.
+"""One ThiNet step on any traced model: selection, least squares, surgery.
 
+  >>> per_consumer = depgraph.collect(model, variables, group, batches)
+  >>> model, variables, record = depgraph.prune_step(
+  ...     model, variables, group, per_consumer, n_keep=32)
+  >>> # or both at once:
   >>> model, variables, record = depgraph.prune_group(
   ...     model, variables, group, batches, keep_ratio=0.5)
 
-Selection runs on the group's combined problem (`stats.combine`: the sum
-of the consumers' relative errors); each consumer then gets its own
-least-squares scales from its own Gram matrix, folded into its kernel.
-`record.errors` holds each consumer's predicted relative error, which the
-surgery realises exactly on the statistics' samples.
+`prune_step` is the pure part (statistics in, variables and a record out;
+no data, no I/O, no training); `prune_group` collects the statistics
+first. Selection runs on the group's combined problem (`stats.combine`:
+the sum of the consumers' relative errors) with any criterion registered
+in `select.CRITERIA`; each consumer then gets its own least-squares
+scales from its own Gram matrix (and, with `centred`, its own mean shift),
+folded into its kernel. One consumer is the paper's rule exactly, with the
+same options as `pipeline.prune_group` (`options.PruneOptions`).
 """
 
 from __future__ import annotations
@@ -18,29 +24,205 @@ from collections.abc import Iterable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from thinet_jax import reconstruct, select
-from thinet_jax.depgraph.graph import Group
+from thinet_jax.depgraph.graph import Group, module_path
 from thinet_jax.depgraph.model import Traced
 from thinet_jax.depgraph.stats import collect, combine
-from thinet_jax.depgraph.surgery import prune
-
-CRITERIA = ("thinet", "forward", "random")
+from thinet_jax.depgraph.surgery import flat_leaves, prune
+from thinet_jax.options import PruneOptions
+from thinet_jax.stats import GroupStats
 
 
 @dataclasses.dataclass(frozen=True)
 class Record:
-  """What one step did: the group, widths, kept channels (of the group's
-  channels before the step), and each consumer's predicted relative
-  reconstruction error."""
+  """What one step did (JSON-ready via `dataclasses.asdict`).
+
+  kept: the kept channels, indices into the group's channels before the
+  step; scales: consumer -> its kept channels' scales; errors: consumer
+  -> relative reconstruction error of its output as pruned (scales and
+  shift applied) on the statistics' samples; relative_error (and
+  _unscaled, _centred): their mean over consumers, as pruned, with unit
+  scales, and what is left once every output channel's mean is corrected
+  (the definitions of `pipeline.PruneRecord`).
+  """
 
   group: str
+  criterion: str
+  least_squares: bool
+  ridge: float
+  centred: bool
+  target: str
   width_before: int
   width_after: int
-  keep: np.ndarray
+  kept: list[int]
+  scales: dict[str, list[float]]
   errors: dict[str, float]
+  relative_error: float
+  relative_error_unscaled: float
+  relative_error_centred: float
+  samples: int
+  images: int
+
+  @property
+  def keep(self) -> np.ndarray:
+    return np.asarray(self.kept, np.int32)
+
+
+def producer_norms(model: Traced, variables: Any, group: Group) -> np.ndarray:
+  """[C] L1 norm of every current channel's producer filters (summed over
+  the group's producers): what `weight_sum` ranks (Li et al. 2017)."""
+  alive = model.current(group)
+  renumber = np.where(alive, np.cumsum(alive) - 1, -1)
+  norms = np.zeros(int(alive.sum()))
+  leaves = flat_leaves(variables)
+  for m in group.members:
+    if module_path(m.path) not in group.producers:
+      continue
+    if not m.path.rsplit("/", 1)[-1].startswith("kernel"):
+      continue
+    x = np.abs(np.asarray(leaves[m.path], np.float64))
+    per_position = np.moveaxis(x, m.axis, 0).reshape(x.shape[m.axis], -1)
+    index = renumber[m.index[model.mask(m.path, m.axis)]]
+    hit = index >= 0
+    np.add.at(norms, index[hit], per_position[hit].sum(axis=1))
+  return norms
+
+
+def selection_inputs(
+  per_consumer: dict[str, GroupStats],
+  norms: np.ndarray | None = None,
+  key: jax.Array | None = None,
+) -> select.SelectionInputs:
+  """What a criterion sees of a group: the combined problem's Gram and
+  cross moments (plain and centred, float32), the first consumer's zero
+  fractions, the producers' filter norms (as a [1, C] kernel)."""
+  first = next(iter(per_consumer.values()))
+  f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+  plain = combine(per_consumer)
+  has_target = first.cross is not None
+  centred = (
+    combine(per_consumer, centred=True) if first.sums is not None else None
+  )
+  return select.SelectionInputs(
+    gram=f32(plain.gram),
+    zero_fraction=first.zero_fraction,
+    producer_kernel=None if norms is None else f32(norms)[None],
+    key=key,
+    centred_gram=None if centred is None else f32(centred.gram),
+    cross=f32(plain.cross) if has_target else None,
+    centred_cross=f32(centred.cross) if has_target and centred else None,
+  )
+
+
+def fit(
+  per_consumer: dict[str, GroupStats], keep: np.ndarray, options: PruneOptions
+) -> tuple[dict, dict | None, dict[str, dict[str, float]]]:
+  """Each consumer's least-squares scales, mean shift (with `centred`) and
+  relative errors (as pruned, unscaled, centred) for a kept set."""
+  scales, shifts, errors = {}, {} if options.centred else None, {}
+  for name, st in per_consumer.items():
+    plain, centred = st.target(), st.target(centred=True)
+    fit_on = centred if options.centred else plain
+    if options.least_squares:
+      w = np.asarray(
+        reconstruct.ridge_scales(
+          np.asarray(fit_on.gram, np.float32),
+          keep,
+          options.ridge,
+          np.asarray(fit_on.cross, np.float32),
+        )  # fmt: skip
+      )
+    else:
+      w = np.ones(len(keep), np.float32)
+    scales[name] = w
+
+    def error(t, w=None):
+      return float(reconstruct.relative_error(t.gram, keep, w, *t[1:]))
+
+    error_centred = error(centred, w)
+    if options.centred:
+      shifts[name] = np.asarray(
+        reconstruct.mean_shift(
+          st.sums, st.output_counts, keep, w, st.target_sums
+        )
+      )
+      as_pruned = error_centred * centred.norm / plain.norm
+    else:
+      as_pruned = error(plain, w)
+    errors[name] = {
+      "pruned": as_pruned, "unscaled": error(plain), "centred": error_centred,
+    }  # fmt: skip
+  return scales, shifts, errors
+
+
+def prune_step(
+  model: Traced,
+  variables: Any,
+  group: Group,
+  per_consumer: dict[str, GroupStats],
+  n_keep: int,
+  options: PruneOptions = PruneOptions(),
+  key: jax.Array | None = None,
+) -> tuple[Traced, Any, Record]:
+  """Selects `n_keep` channels, fits the scales, rebuilds the model.
+
+  Pure given its inputs: no data is read and nothing is written.
+
+  Args:
+    model, variables: the traced model (`depgraph.trace*`), possibly
+      pruned already, and its current variables.
+    group: one of `model.groups`.
+    per_consumer: `depgraph.collect(model, variables, group, ...)` (with
+      `reference=` for `options.target == "original"`).
+    n_keep: channels kept, in [1, current width].
+    options: criterion, least squares, ridge, centred (see PruneOptions).
+    key: PRNG key of key-driven criteria ("random").
+
+  Returns:
+    (pruned model, pruned variables, Record).
+  """
+  options.check()
+  width = model.width(group)
+  if not 1 <= n_keep <= width:
+    raise ValueError(
+      f"n_keep must be in [1, {width}] for {group.name}, got {n_keep}"
+    )
+  first = next(iter(per_consumer.values()))
+  if options.target == "original" and first.cross is None:
+    raise ValueError(
+      'options.target="original" needs statistics collected with '
+      "reference=(unpruned model, its variables)"
+    )
+  key = jax.random.key(0) if key is None else key
+  inputs = selection_inputs(
+    per_consumer, producer_norms(model, variables, group), key
+  )
+  order = select.removal_order(options.criterion, inputs)
+  keep = np.asarray(select.keep_indices(order, n_keep))
+  scales, shifts, errors = fit(per_consumer, keep, options)
+  pruned, new_variables = prune(model, variables, group, keep, scales, shifts)
+  mean = lambda k: float(np.mean([e[k] for e in errors.values()]))  # noqa: E731
+  record = Record(
+    group=group.name,
+    criterion=options.criterion,
+    least_squares=options.least_squares,
+    ridge=float(options.ridge),
+    centred=options.centred,
+    target=options.target,
+    width_before=width,
+    width_after=n_keep,
+    kept=[int(i) for i in keep],
+    scales={k: [float(s) for s in w] for k, w in scales.items()},
+    errors={k: e["pruned"] for k, e in errors.items()},
+    relative_error=mean("pruned"),
+    relative_error_unscaled=mean("unscaled"),
+    relative_error_centred=mean("centred"),
+    samples=first.count,
+    images=first.images,
+  )
+  return pruned, new_variables, record
 
 
 def prune_group(
@@ -51,64 +233,44 @@ def prune_group(
   *,
   keep_ratio: float = 0.5,
   n_keep: int | None = None,
-  criterion: str = "thinet",
-  least_squares: bool = True,
-  ridge: float = 0.0,
-  mode: str = "exhaustive",
+  options: PruneOptions | None = None,
   key: jax.Array | None = None,
+  reference: tuple[Traced, Any] | None = None,
   max_batches: int | None = None,
   progress: bool = False,
+  **option_fields: Any,
 ) -> tuple[Traced, Any, Record]:
-  """Prunes one group to `n_keep` (or `keep_ratio` of its) channels.
+  """`collect` then `prune_step`: one group to `n_keep` (or `keep_ratio`
+  of its) channels.
 
   Args:
-    model, variables: the traced model (`depgraph.trace*`), possibly
-      pruned already, and its current variables.
-    group: one of `model.groups`.
+    model, variables, group: as `prune_step`.
     batches: the model's inputs (arrays, argument tuples or dicts with
       "image"); statistics are summed over them.
     keep_ratio, n_keep: how many channels stay (n_keep wins).
-    criterion: "thinet" (greedy removal, the paper), "forward" (greedy
-      addition against the target), "random".
-    least_squares: fit each consumer's scales (else unit scales).
-    ridge: ridge term of the least squares.
-    mode, key, max_batches, progress: as `depgraph.collect`; key also
-      seeds "random".
-
-  Returns:
-    (pruned model, pruned variables, Record).
+    options: a PruneOptions; or give its fields as keywords
+      (`criterion="forward", mode="exhaustive"`). Default: the paper's
+      greedy and least squares, exhaustive statistics.
+    key: PRNG key: statistics sampling and the random criterion.
+    reference: (model, variables) of the unpruned model, for
+      `target="original"`.
+    max_batches, progress: as `depgraph.collect`.
   """
-  if criterion not in CRITERIA:
-    raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-  width = model.width(group)
+  if options is None:
+    options = PruneOptions(**{"mode": "exhaustive", **option_fields})
+  elif option_fields:
+    options = dataclasses.replace(options, **option_fields)
+  options.check(has_reference=reference is not None)
   if n_keep is None:
-    n_keep = select.keep_count(width, keep_ratio)
-  if not 1 <= n_keep <= width:
-    raise ValueError(f"n_keep must lie in [1, {width}], got {n_keep}")
+    n_keep = select.keep_count(model.width(group), keep_ratio)
+  key = jax.random.key(0) if key is None else key
+  stats_key, select_key = jax.random.split(key)
   per_consumer = collect(
-    model, variables, group, batches, mode=mode, key=key,
-    max_batches=max_batches, progress=progress,
+    model, variables, group, batches, mode=options.mode, key=stats_key,
+    samples_per_image=options.samples_per_image, max_batches=max_batches,
+    progress=progress,
+    reference=reference if options.target == "original" else None,
   )  # fmt: skip
-  problem = combine(per_consumer)
-  if criterion == "thinet":
-    order = select.greedy_order(jnp.asarray(problem.gram))
-  elif criterion == "forward":
-    order = select.forward_order(
-      jnp.asarray(problem.gram), jnp.asarray(problem.cross)
-    )
-  else:
-    rng_key = jax.random.key(0) if key is None else key
-    order = jax.random.permutation(rng_key, width)
-  keep = np.asarray(select.keep_indices(order, n_keep))
-  scales, errors = {}, {}
-  for name, st in per_consumer.items():
-    gram = jnp.asarray(st.gram)
-    w = (
-      reconstruct.ridge_scales(gram, keep, ridge)
-      if least_squares else jnp.ones(len(keep), gram.dtype)
-    )  # fmt: skip
-    scales[name] = np.asarray(w)
-    errors[name] = float(reconstruct.relative_error(gram, keep, w))
-  pruned, new_variables = prune(model, variables, group, keep, scales)
-  record = Record(group.name, width, n_keep, keep, errors)
-  return pruned, new_variables, record
+  return prune_step(
+    model, variables, group, per_consumer, n_keep, options, select_key
+  )
