@@ -55,16 +55,15 @@ def locate_nonfinite(spec, variables: dict[str, Any], images) -> str:
   when every output is finite (a statistic of them overflowed), the layer
   with the largest magnitude.
   """
-  from thinet_jax import models
+  from thinet_jax import nets
 
   found = first_nonfinite(variables.get("params", {}))
   if found is not None:
     return f"parameter {found[0]} ({found[1]} NaN/inf of {found[2]})"
-  _, state = models.build(spec).apply(
-    variables, np.asarray(images), capture_intermediates=True,
-    mutable=["intermediates"],
-  )  # fmt: skip
-  outputs = list(_in_call_order(state["intermediates"], ""))
+  net = nets.of(spec)
+  if net.outputs is None:
+    return "no parameter (every parameter is finite)"
+  outputs = net.outputs(variables, np.asarray(images))
   for name, v in outputs:
     if not np.isfinite(v).all():
       return f"the output of {name} (first non-finite activation)"
@@ -78,7 +77,7 @@ def locate_nonfinite(spec, variables: dict[str, Any], images) -> str:
   )
 
 
-def _in_call_order(tree, prefix: str):
+def in_call_order(tree, prefix: str):
   """(layer path, output) of captured intermediates in the order the layers
   ran: dicts keep insertion order, and a module's own output is recorded
   after its children's (`jax.tree` would sort the names instead)."""
@@ -87,7 +86,7 @@ def _in_call_order(tree, prefix: str):
       for v in value:
         yield prefix or "the model", np.asarray(v)
     else:
-      yield from _in_call_order(value, f"{prefix}/{key}" if prefix else key)
+      yield from in_call_order(value, f"{prefix}/{key}" if prefix else key)
 
 
 def _name(path) -> str:

@@ -42,9 +42,13 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from thinet_jax import checks, models, rundir, sharding
+from thinet_jax import checks, nets, rundir, sharding
 from thinet_jax import progress as progress_lib
+from thinet_jax.nets import Net
 from thinet_jax.spec import ModelSpec
+
+# A preset's spec or any model as a `nets.Net` (`factories` builds those).
+Model = ModelSpec | Net
 
 
 @flax.struct.dataclass
@@ -68,7 +72,7 @@ class Teacher:
     weight: the distillation term's share of the loss, in [0, 1].
   """
 
-  spec: ModelSpec
+  spec: Model
   variables: dict[str, Any]
   temperature: float = 4.0
   weight: float = 0.5
@@ -177,7 +181,7 @@ def _correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 
 def make_train_step(
-  spec: ModelSpec,
+  spec: Model,
   tx: optax.GradientTransformation,
   seed: int = 0,
   teacher: Teacher | None = None,
@@ -194,44 +198,38 @@ def make_train_step(
     "accuracy"}); "loss" is the minimised loss (with distillation, the
     mixture).
   """
-  model = models.build(spec)
+  net = nets.of(spec)
   base_key = jax.random.key(seed)
-  teacher_model = None if teacher is None else models.build(teacher.spec)
+  teacher_net = None if teacher is None else nets.of(teacher.spec)
 
   def step(state: TrainState, batch: dict[str, jax.Array], teacher_vars=None):
     dropout_key = jax.random.fold_in(base_key, state.step)
-    if teacher_model is not None:
+    if teacher_net is not None:
       teacher_logits = jax.lax.stop_gradient(
-        teacher_model.apply(teacher_vars, batch["image"])
+        teacher_net.infer(teacher_vars, batch["image"])
       )
 
     def loss_fn(params):
       variables = {"params": params}
       if state.batch_stats:
         variables["batch_stats"] = state.batch_stats
-      logits, new_state = model.apply(
-        variables,
-        batch["image"],
-        train=True,
-        mutable=["batch_stats"],
-        rngs={"dropout": dropout_key},
-      )
+      logits, new_stats = net.train(variables, batch["image"], dropout_key)
       loss = optax.softmax_cross_entropy_with_integer_labels(
         logits, batch["label"]
       ).mean()
-      if teacher_model is not None:
+      if teacher_net is not None:
         distill = distillation_loss(logits, teacher_logits, teacher.temperature)
         loss = (1.0 - teacher.weight) * loss + teacher.weight * distill
-      return loss, (logits, new_state)
+      return loss, (logits, new_stats)
 
-    (loss, (logits, new_state)), grads = jax.value_and_grad(
+    (loss, (logits, new_stats)), grads = jax.value_and_grad(
       loss_fn, has_aux=True
     )(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new = TrainState(
       step=state.step + 1,
       params=optax.apply_updates(state.params, updates),
-      batch_stats=new_state.get("batch_stats", state.batch_stats),
+      batch_stats=state.batch_stats if new_stats is None else new_stats,
       opt_state=opt_state,
     )
     accuracy = jnp.mean(_correct(logits, batch["label"], 1))
@@ -241,7 +239,7 @@ def make_train_step(
 
 
 def sharded_train_step(
-  spec: ModelSpec,
+  spec: Model,
   tx: optax.GradientTransformation,
   mesh,
   seed: int = 0,
@@ -270,13 +268,13 @@ def sharded_train_step(
   return lambda state, batch: jitted(state, batch, teacher_vars)
 
 
-def make_eval_step(spec: ModelSpec):
+def make_eval_step(spec: Model):
   """Sums over a (masked) batch: loss, top-1 and top-5 correct, count."""
-  model = models.build(spec)
-  k5 = min(5, spec.num_classes)
+  net = nets.of(spec)
+  k5 = min(5, net.num_classes)
 
   def step(variables, batch):
-    logits = model.apply(variables, batch["image"])
+    logits = net.infer(variables, batch["image"])
     mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
     loss = optax.softmax_cross_entropy_with_integer_labels(
       logits, batch["label"]
@@ -297,7 +295,7 @@ def make_eval_step(spec: ModelSpec):
 
 
 @functools.lru_cache(maxsize=16)
-def jitted_eval_step(spec: ModelSpec):
+def jitted_eval_step(spec: Model):
   """`jax.jit(make_eval_step(spec))`, one per spec: evaluating the same
   model twice (after pruning, after fine-tuning) compiles once."""
   return jax.jit(make_eval_step(spec))
@@ -309,7 +307,7 @@ shard_batch = sharding.shard_batch
 
 
 def evaluate(
-  spec: ModelSpec,
+  spec: Model,
   variables: dict[str, Any],
   batches: Iterable[dict[str, np.ndarray]],
   mesh=None,
@@ -346,13 +344,13 @@ def evaluate(
     "accuracy": totals["top1"] / n,
     "examples": int(totals["count"]),
   }
-  if spec.num_classes > 5:
+  if nets.of(spec).num_classes > 5:
     out["top5"] = totals["top5"] / n
   return out
 
 
 def reestimate_batch_norm(
-  spec: ModelSpec,
+  spec: Model,
   variables: dict[str, Any],
   batches: Iterable[dict[str, np.ndarray]],
   max_batches: int | None = None,
@@ -388,20 +386,23 @@ def reestimate_batch_norm(
   if not variables.get("batch_stats"):
     return variables
   mesh = mesh or data_mesh()
-  model = models.build(spec)
+  net = nets.of(spec)
   zero = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
-  rate = 1.0 - models.BN_MOMENTUM
+  one = jax.tree.map(jnp.ones_like, variables["batch_stats"])
 
   @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
   def moments(params, batch):
-    _, new = model.apply(
-      {"params": params, "batch_stats": zero}, batch["image"], train=True,
-      mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)},
-    )  # fmt: skip
+    def update(start):
+      v = {**variables, "params": params, "batch_stats": start}
+      return net.train(v, batch["image"], jax.random.key(0))[1]
+
+    from_zero = update(zero)  # (1 - m) * batch moment
+    if net.bn_rate is not None:
+      rate = jax.tree.map(lambda _: net.bn_rate, from_zero)
+    else:  # Each layer's 1 - m, from one more update starting at ones.
+      rate = jax.tree.map(lambda a, b: 1.0 - (b - a), from_zero, update(one))
     mask = batch.get("mask", jnp.ones(batch["image"].shape[:1]))
-    return jax.tree.map(lambda v: v / rate, new["batch_stats"]), jnp.all(
-      mask > 0
-    )
+    return jax.tree.map(lambda v, r: v / r, from_zero, rate), jnp.all(mask > 0)
 
   flat = flax.traverse_util.flatten_dict(variables["batch_stats"], sep="/")
   sums = {k: np.zeros(v.shape, np.float64) for k, v in flat.items()}
@@ -465,7 +466,7 @@ class Checkpointer:
   def save(
     self,
     state: TrainState,
-    spec: ModelSpec,
+    spec: Model,
     image_size: int,
     extra: dict | None = None,
   ) -> None:
@@ -477,7 +478,7 @@ class Checkpointer:
     step = int(state.step)
     state = sharding.replicate(state)
     meta = {
-      "spec": spec.to_dict(),
+      **nets.of(spec).meta,  # {"spec": ...} or {"factory": ...}
       "image_size": image_size,
       "extra": extra or {},
     }
@@ -499,7 +500,7 @@ class Checkpointer:
 
   def restore(
     self, tx: optax.GradientTransformation | None = None, step=None
-  ) -> tuple[ModelSpec, TrainState, dict]:
+  ) -> tuple[Model, TrainState, dict]:
     """(spec, state, extra) of a checkpoint; the shapes come from the spec
     stored in it. Without `tx` the optimizer state is not restored.
 
@@ -509,7 +510,7 @@ class Checkpointer:
     """
     step = self.latest_step() if step is None else step
     meta = self.meta(step)
-    spec = ModelSpec.from_dict(meta["spec"])
+    spec = model_of(meta)
     shapes = abstract_variables(spec, meta["image_size"])
     abstract = jax.eval_shape(lambda: create_state(shapes, tx or _NO_OPT))
     replicated = sharding.replicated(sharding.data_mesh())
@@ -539,13 +540,23 @@ class Checkpointer:
 _NO_OPT = optax.identity()
 
 
-def abstract_variables(spec: ModelSpec, image_size: int) -> dict[str, Any]:
-  """Shapes and dtypes of a spec's variables, without allocating them."""
-  x = jax.ShapeDtypeStruct(
-    (1, image_size, image_size, spec.in_channels), jnp.float32
-  )
-  shapes = jax.eval_shape(models.build(spec).init, jax.random.key(0), x)
-  return {k: shapes[k] for k in ("params", "batch_stats") if k in shapes}
+def abstract_variables(spec: Model, image_size: int) -> dict[str, Any]:
+  """Shapes and dtypes of a model's variables, without allocating them."""
+  return nets.of(spec).abstract(image_size)
+
+
+def model_of(meta: dict[str, Any]) -> Model:
+  """The model a checkpoint's metadata describes: a preset's ModelSpec,
+  or a factory's Net rebuilt with its pruned state."""
+  if "spec" in meta:
+    return ModelSpec.from_dict(meta["spec"])
+  from thinet_jax import factories  # traces the factory's model
+
+  return factories.rebuild(meta)
+
+
+def _model_keys(meta: dict[str, Any]) -> dict[str, Any]:
+  return {k: v for k, v in meta.items() if k not in ("image_size", "extra")}
 
 
 class SpecMismatchError(ValueError):
@@ -553,7 +564,7 @@ class SpecMismatchError(ValueError):
 
 
 def fit(
-  spec: ModelSpec,
+  spec: Model,
   variables: dict[str, Any],
   *,
   train_data: Any,
@@ -606,13 +617,13 @@ def fit(
   iterator = iter(train_data)
   history: list[dict[str, Any]] = []
   if ckpt.latest_step() is not None:
-    stored = ModelSpec.from_dict(ckpt.meta()["spec"])
-    if stored != spec:
+    stored = _model_keys(ckpt.meta())
+    if stored != nets.of(spec).meta:
       raise SpecMismatchError(
         f"{ckpt.directory} holds a checkpoint of another model "
-        f"({stored.to_json(indent=None)}), not of "
-        f"{spec.to_json(indent=None)}; use a fresh --workdir or the matching "
-        "config"
+        f"({json.dumps(stored)[:300]}), not of "
+        f"{json.dumps(nets.of(spec).meta)[:300]}; use a fresh --workdir or "
+        "the matching config"
       )
     _, state, extra = ckpt.restore(tx)
     iterator.set_state(extra["data"])
@@ -706,7 +717,7 @@ def _truncate_metrics(path: str, step: int) -> None:
 
 def save_model(
   directory: str,
-  spec: ModelSpec,
+  spec: Model,
   variables: dict[str, Any],
   image_size: int,
   extra: dict | None = None,
@@ -737,7 +748,7 @@ class ModelDirectoryError(FileNotFoundError):
   """A path given as a model directory is not a readable model."""
 
 
-def model_meta(directory: str) -> tuple[ModelSpec, dict[str, Any]]:
+def model_meta(directory: str) -> tuple[ModelSpec | None, dict[str, Any]]:
   """(spec, meta) of a model directory, without reading its variables: what
   a command checks before it loads anything.
 
@@ -749,10 +760,11 @@ def model_meta(directory: str) -> tuple[ModelSpec, dict[str, Any]]:
     meta = _model_meta(ckpt, directory)
   finally:
     ckpt.close()
-  return ModelSpec.from_dict(meta["spec"]), meta
+  spec = ModelSpec.from_dict(meta["spec"]) if "spec" in meta else None
+  return spec, meta
 
 
-def load_model(directory: str) -> tuple[ModelSpec, dict[str, Any], dict]:
+def load_model(directory: str) -> tuple[Model, dict[str, Any], dict]:
   """(spec, variables, meta) of a model directory; needs nothing else.
 
   Every parameter and statistic is checked to be finite.

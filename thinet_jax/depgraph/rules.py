@@ -36,7 +36,7 @@ ELEMENTWISE = frozenset(
   real reduce_precision rem round rsqrt select_n sign sin sinh sqrt square
   sub tan tanh xor sharding_constraint mesh_cast reshard
   shift_left shift_right_logical shift_right_arithmetic population_count
-  stop_gradient""".split()
+  stop_gradient bitcast_convert_type""".split()
 )
 REDUCTIONS = frozenset(
   "reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or "
@@ -201,14 +201,23 @@ def _pool(r: Recorder, eqn: Eqn) -> None:
 
 
 def _broadcast(r: Recorder, index: int, eqn: Eqn) -> None:
-  (x,), (out,) = values(eqn.inputs), eqn.outputs
+  (out,) = eqn.outputs
+  x = values(eqn.inputs)  # empty when a literal is broadcast
   mapped = set()
   for k, d in enumerate(eqn.params["broadcast_dimensions"]):
-    if r.shape(x)[k] == r.shape(out)[d] and r.shape(x)[k] > 1:
-      r.unify(x, k, out, d)
+    if x and r.shape(x[0])[k] == r.shape(out)[d] and r.shape(x[0])[k] > 1:
+      r.unify(x[0], k, out, d)
       mapped.add(d)
   for d in range(len(r.shape(out))):
     if d not in mapped:  # copies: carry channels only once tied to some
+      r.weak.add(r.node(out, d))
+
+
+def _generated(r: Recorder, index: int, eqn: Eqn) -> None:
+  """Random bits (dropout masks): a fresh array whose axes follow whatever
+  they are combined with (weak), pruned with it."""
+  for out in eqn.outputs:
+    for d in range(len(r.shape(out))):
       r.weak.add(r.node(out, d))
 
 
@@ -430,6 +439,7 @@ def _conv(r: Recorder, index: int, eqn: Eqn) -> None:
 
 RULES = {
   "broadcast_in_dim": _broadcast,
+  "random_bits": _generated,
   "transpose": _transpose,
   "squeeze": _squeeze,
   "reshape": _reshape,

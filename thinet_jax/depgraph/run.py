@@ -116,7 +116,7 @@ def _new_params(plan: Plan, eqn: Eqn) -> dict:
       p["feature_group_count"] = plan.new_shape(lhs)[feature]
   elif name == "dynamic_slice":
     p["slice_sizes"] = plan.new_shape(out)
-  elif name == "iota":
+  elif name in ("iota", "random_bits"):
     p["shape"] = plan.new_shape(out)
   return p
 
