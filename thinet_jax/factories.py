@@ -343,3 +343,53 @@ def _match(restored: Any, like: Any, path: str) -> Any:
   return jax.tree_util.tree_unflatten(
     jax.tree_util.tree_structure(like), leaves
   )
+
+
+def count(net: nets.Net, image_size: int) -> dict[str, int]:
+  """Params and FLOPs (2 per multiply-add of every convolution and dot
+  product, the kernel's full window at every output position, as
+  `profile.count`) of a Net, read off its (pruned) traced program."""
+  if net.spec is not None:
+    from thinet_jax import profile
+
+    p = profile.count(net.spec, image_size)
+    return {"params": p["params"], "flops": p["flops"]}
+  traced = net.traced
+  structs = pruned_structs(traced)
+  params = (
+    structs.get("params", structs) if isinstance(structs, dict) else structs
+  )
+  n_params = sum(
+    int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(params)
+  )
+  example = jax.ShapeDtypeStruct(
+    (1, image_size, image_size, net.in_channels), jnp.float32
+  )
+  program, plan = traced.plan_for((example,))
+  macs = 0
+  for eqn in program.eqns:
+    if eqn.name not in ("conv_general_dilated", "dot_general"):
+      continue
+    lhs, rhs = program_lib.values(eqn.inputs)[:2]
+    out = int(np.prod(plan.new_shape(eqn.outputs[0])))
+    if eqn.name == "conv_general_dilated":
+      kernel = plan.new_shape(rhs)
+      out_features = kernel[eqn.params["dimension_numbers"].rhs_spec[0]]
+      macs += out * int(np.prod(kernel)) // max(out_features, 1)
+    else:
+      (contract, _), _ = eqn.params["dimension_numbers"]
+      shape = plan.new_shape(lhs)
+      macs += out * int(np.prod([shape[a] for a in contract]))
+  return {"params": n_params, "flops": 2 * macs}
+
+
+def widths(base: nets.Net, net: nets.Net) -> list[dict[str, Any]]:
+  """Every group of the unpruned model: original and kept width."""
+  return [
+    {
+      "group": g.name,
+      "original": g.width,
+      "kept": net.traced.width(net.traced.group(g.name)),
+    }
+    for g in base.traced.groups
+  ]

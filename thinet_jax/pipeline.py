@@ -242,7 +242,7 @@ class GroupPlan:
 
 
 def plan(
-  spec: ModelSpec,
+  spec: ModelSpec | Any,
   names: list[str] | None = None,
   keep_ratio: float | list[float] = 0.5,
   finetune_epochs: float = 1.0,
@@ -264,8 +264,13 @@ def plan(
     keep_counts: name -> exact keep count (`sweep.allocate`), overriding
       `keep_ratio` for the groups it names.
   """
-  all_groups = {g.name: g for g in groups.groups(spec)}
-  names = names or [g.name for g in groups.paper_groups(spec)]
+  traced = getattr(spec, "traced", None)  # a nets.Net of any model
+  if traced is not None:
+    all_groups = {g.name: g for g in traced.groups}
+    names = names or list(all_groups)
+  else:
+    all_groups = {g.name: g for g in groups.groups(spec)}
+    names = names or [g.name for g in groups.paper_groups(spec)]
   unknown = [n for n in names if n not in all_groups]
   if unknown:
     raise KeyError(
@@ -283,7 +288,7 @@ def plan(
     )
   for r in ratios:
     select.keep_count(1, r)  # validates the range
-  ends = stage_ends(spec)
+  ends = stage_ends(spec) if traced is None else set()
   stage_end_epochs = (
     finetune_epochs if stage_end_epochs is None else stage_end_epochs
   )
@@ -295,7 +300,10 @@ def plan(
   for n, r in zip(names, ratios, strict=True):
     count = keep_counts.get(n)
     if count is not None:
-      width = all_groups[n].width
+      width = (
+        traced.width(all_groups[n]) if traced is not None
+        else all_groups[n].width
+      )  # fmt: skip
       if not 1 <= count <= width:
         raise ValueError(f"keep count {count} for {n} is outside [1, {width}]")
       r = count / width
@@ -322,6 +330,57 @@ def stage_ends(spec: ModelSpec) -> set[str]:
     i += n
     ends.add(f"{blocks[i - 1]}/branch2b")
   return ends
+
+
+def prune_planned(
+  model: Any,
+  variables: dict[str, Any],
+  p: GroupPlan,
+  batches: Iterable[dict[str, Any]],
+  *,
+  options: PruneOptions,
+  key: jax.Array,
+  reference: tuple[Any, dict[str, Any]],
+  image_size: int,
+  progress: bool = True,
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+  """One planned group on a preset (`prune_group`) or on any model's
+  `nets.Net` (`depgraph.prune_group` on its traced computation, then
+  BatchNorm re-estimation); returns (model, variables, record dict) with
+  the same fields either way."""
+  if isinstance(model, ModelSpec):
+    model, variables, rec = prune_group(
+      model, variables, p.name, batches, keep_ratio=p.keep_ratio,
+      image_size=image_size, key=key, progress=progress, n_keep=p.n_keep,
+      reference=reference, **dataclasses.asdict(options),
+    )  # fmt: skip
+    return model, variables, dataclasses.asdict(rec)
+  from thinet_jax import depgraph, factories, train
+
+  traced = model.traced
+  group = traced.group(p.name)
+  before = factories.count(model, image_size)
+  new_traced, variables, rec = depgraph.prune_group(
+    traced, variables, group, batches, keep_ratio=p.keep_ratio,
+    n_keep=p.n_keep, options=options, key=key,
+    reference=(reference[0].traced, reference[1]), progress=progress,
+  )  # fmt: skip
+  model = factories.pruned(model, new_traced)
+  bn = options.bn_batches if "batch_stats" in variables else 0
+  if bn:
+    variables = train.reestimate_batch_norm(
+      model, variables, batches, bn, progress=progress
+    )
+  after = factories.count(model, image_size)
+  record = {
+    **dataclasses.asdict(rec),
+    "bn_batches": bn,
+    "params_before": before["params"],
+    "params_after": after["params"],
+    "flops_before": before["flops"],
+    "flops_after": after["flops"],
+  }
+  return model, variables, record
 
 
 def step_dir(workdir: str, index: int, p: GroupPlan) -> str:
@@ -420,13 +479,11 @@ def run_procedure(
       spec, variables, meta = train.load_model(pruned_dir)
       record = meta["extra"]
     else:
-      spec, variables, prune_record = prune_group(
-        spec, variables, p.name, stats_batches(i), keep_ratio=p.keep_ratio,
-        image_size=image_size, key=jax.random.fold_in(jax.random.key(seed), i),
-        progress=progress, n_keep=p.n_keep, reference=original,
-        **dataclasses.asdict(options),
+      spec, variables, record = prune_planned(
+        spec, variables, p, stats_batches(i), options=options,
+        key=jax.random.fold_in(jax.random.key(seed), i), reference=original,
+        image_size=image_size, progress=progress,
       )  # fmt: skip
-      record = dataclasses.asdict(prune_record)
       record["accuracy_pruned"] = evaluate(spec, variables)["accuracy"]
       train.save_model(pruned_dir, spec, variables, image_size, record)
     accuracy = record["accuracy_pruned"]  # No fine-tune: nothing changed.

@@ -43,8 +43,8 @@ def write_benchmark(
 
 
 def procedure_report(
-  base_spec: ModelSpec,
-  spec: ModelSpec,
+  base_spec: Any,
+  spec: Any,
   image_size: int,
   baseline: dict[str, float],
   records: list[dict[str, Any]],
@@ -54,30 +54,40 @@ def procedure_report(
   wall_s: float,
   devices: list[Any],
 ) -> dict[str, Any]:
-  """Everything `train.prune` measured, JSON-ready."""
-  base = profile.count(base_spec, image_size)
-  now = profile.count(spec, image_size)
-  widths = [
-    {
-      "group": g.name,
-      "original": g.width,
-      "kept": groups.get(spec, g.name).width,
-    }
-    for g in groups.groups(base_spec)
-  ]
+  """Everything `train.prune` measured, JSON-ready (presets' specs or
+  any models' `nets.Net`)."""
+  if isinstance(spec, ModelSpec):
+    base = profile.count(base_spec, image_size)
+    now = profile.count(spec, image_size)
+    widths = [
+      {
+        "group": g.name,
+        "original": g.width,
+        "kept": groups.get(spec, g.name).width,
+      }
+      for g in groups.groups(base_spec)
+    ]
+    described = base_spec.to_dict(), spec.to_dict()
+  else:
+    from thinet_jax import factories
+
+    base = factories.count(base_spec, image_size)
+    now = factories.count(spec, image_size)
+    widths = factories.widths(base_spec, spec)
+    described = base_spec.meta, spec.meta
   return {
     "baseline": {
       "accuracy": baseline["accuracy"],
       "params": base["params"],
       "flops": base["flops"],
-      "spec": base_spec.to_dict(),
+      "spec": described[0],
     },
     "pruned": {
       "accuracy_before_final_finetune": before_final["accuracy"],
       "accuracy": final["accuracy"],
       "params": now["params"],
       "flops": now["flops"],
-      "spec": spec.to_dict(),
+      "spec": described[1],
     },
     "flops_reduction": base["flops"] / now["flops"],
     "params_reduction": base["params"] / now["params"],

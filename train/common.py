@@ -19,9 +19,10 @@ from ml_collections import config_flags
 
 from thinet_jax import (
   data,
+  factories,
   models,
+  nets,
   presets,
-  profile,
   progress,
   rundir,
   sharding,
@@ -82,9 +83,17 @@ def checkpoint_spec(config: ml_collections.ConfigDict) -> ModelSpec:
   """The spec of `config.init_checkpoint` (read from its metadata alone,
   no variables), checked against `config.model` and `config.image_size`;
   without a checkpoint, the preset's."""
+  if factories.is_factory(config.model):
+    return _factory_model(config)[0]
   if not config.init_checkpoint:
     return presets.get(config.model)
   spec, meta = train.model_meta(config.init_checkpoint)
+  if spec is None:
+    raise ValueError(
+      f"{config.init_checkpoint} holds a model of factory "
+      f"{meta.get('factory')!r}, not the preset config.model="
+      f"{config.model!r}; set config.model to that factory"
+    )
   expected = presets.get(config.model)
   if spec.skeleton() != expected.skeleton():
     raise ValueError(
@@ -105,10 +114,16 @@ def validate_training(config: ml_collections.ConfigDict) -> None:
   preset, the schedule, sizes and counts."""
   from absl import app
 
-  if config.model not in presets.names():
+  if factories.is_factory(config.model):
+    try:
+      factories.resolve(config.model)
+    except factories.FactoryError as e:
+      raise app.UsageError(f"config.model: {e}") from None
+  elif config.model not in presets.names():
     raise app.UsageError(
-      f"config.model={config.model!r} is not a preset; known: "
-      f"{', '.join(presets.names())}"
+      f"config.model={config.model!r} is not a preset (known: "
+      f"{', '.join(presets.names())}) nor a model factory "
+      "'package.module:function'"
     )
   if config.schedule not in ("cosine", "step", "constant"):
     raise app.UsageError(
@@ -144,8 +159,11 @@ def locked(workdir: str):
 
 
 def setup(config: ml_collections.ConfigDict) -> Run:
-  """Model (from `init_checkpoint` or a fresh init of the preset) and data."""
-  if config.init_checkpoint:
+  """Model (from `init_checkpoint` or a fresh init of the preset or the
+  factory) and data."""
+  if factories.is_factory(config.model):
+    spec, variables = _factory_model(config, read=True)
+  elif config.init_checkpoint:
     checkpoint_spec(config)  # The architecture and image size match.
     spec, variables, _ = train.load_model(config.init_checkpoint)
   else:
@@ -182,6 +200,41 @@ def setup(config: ml_collections.ConfigDict) -> Run:
     return progress.Sized(itertools.islice(ds, n), n)
 
   return Run(config, spec, variables, train_data, eval_data, steps, n_train)
+
+
+def input_channels(config: ml_collections.ConfigDict) -> int:
+  """Channels of the config's images (after its preprocessing)."""
+  ds = data.dataset(
+    config.dataset, config.eval_split, data_dir=config.data_dir or None,
+    batch_size=1, image_size=config.image_size, train=False,
+    preprocessing=config.preprocessing,
+  )  # fmt: skip
+  return int(next(iter(ds))["image"].shape[-1])
+
+
+def _factory_model(config: ml_collections.ConfigDict, read: bool = False):
+  """(Net, variables) of a factory model: its own init, the model directory
+  `init_checkpoint` names (a pruned one included), or the factory's
+  variables read from an Orbax / msgpack / safetensors checkpoint; the
+  variables are only read with `read`."""
+  path = config.init_checkpoint
+  if path and train.has_checkpoint(path):  # a model directory of ours
+    if not read:
+      _, meta = train.model_meta(path)
+      if meta.get("factory") != config.model:
+        raise ValueError(
+          f"{path} holds a model of {meta.get('factory') or 'a preset'}, not "
+          f"of config.model={config.model!r}"
+        )
+      return train.model_of(meta), None
+    net, variables, _ = train.load_model(path)
+    return net, variables
+  net, variables = factories.build(
+    config.model, config.image_size, input_channels(config), config.seed
+  )
+  if path and read:
+    variables = factories.read_variables(path, variables)
+  return net, variables
 
 
 def fit(
@@ -408,14 +461,19 @@ def model_report(run: Run, spec, variables, history) -> dict[str, Any]:
   result = (
     history[-1] if history else train.evaluate(spec, variables, run.eval_data())
   )
-  prof = profile.count(spec, run.config.image_size)
+  prof = factories.count(nets.of(spec), run.config.image_size)
   return {
-    "model": spec.to_dict(),
+    "model": spec.to_dict() if spec_of(spec) else nets.of(spec).meta,
     "params": prof["params"],
     "flops": prof["flops"],
     **{k: v for k, v in result.items() if k not in ("step", "epoch")},
     "history": history,
   }
+
+
+def spec_of(model) -> ModelSpec | None:
+  """The preset's spec of a model, None for a factory's."""
+  return nets.of(model).spec
 
 
 def save_model(directory: str, run: Run, spec, variables) -> None:

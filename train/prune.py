@@ -109,9 +109,19 @@ def validate(config) -> Checked:
         f"kept), got {r}"
       )
   spec = common.checkpoint_spec(config)
-  if config.head:
-    spec = surgery.gap_spec(spec)
-  names = list(config.groups) or [g.name for g in groups.paper_groups(spec)]
+  if common.spec_of(spec) is None:  # any model, from its factory
+    for field in ("head", "budget"):
+      if config[field]:
+        raise app.UsageError(
+          f"config.{field} is for the presets only so far; a model factory "
+          f"({config.model}) is pruned group by group: set config.{field} "
+          "to its default"
+        )
+    names = list(config.groups) or [g.name for g in spec.traced.groups]
+  else:
+    if config.head:
+      spec = surgery.gap_spec(spec)
+    names = list(config.groups) or [g.name for g in groups.paper_groups(spec)]
   try:  # Unknown groups, a per-group list of the wrong length.
     pipeline.plan(spec, names, ratios)
   except (KeyError, ValueError) as e:

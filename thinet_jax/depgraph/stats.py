@@ -357,6 +357,10 @@ def _batch_fn(
       target = None
       if has_target:
         target = refs[c.output]
+        for a in range(target.ndim):  # output channels pruned since
+          kept = plan.kept(c.output, a)
+          if not kept.all():
+            target = jnp.take(target, np.flatnonzero(kept), axis=a)
         rest = index < 0
         if rest.any():  # the part of the output this group does not change
           shape = [1] * x.ndim
