@@ -20,33 +20,41 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from thinet_jax import models
+from thinet_jax import nets
 from thinet_jax.spec import ModelSpec
 
 
 def export_model(
-  spec: ModelSpec,
+  spec: ModelSpec | nets.Net,
   variables: dict[str, Any],
   image_size: int,
   platforms: tuple[str, ...] | None = None,
+  batch: int | None = None,
 ) -> bytes:
   """Serialized eval-mode forward pass, images [B, S, S, C] -> logits.
 
   Args:
-    spec, variables: the model.
+    spec, variables: the model: a preset's spec or any model's
+      `nets.Net` (a factory's, pruned or not).
     image_size: S.
     platforms: lowering platforms (e.g. ("cpu", "cuda")); default the
       current backend.
+    batch: a fixed batch size; default symbolic (any batch), except for
+      a pruned factory model, whose traced program has concrete shapes:
+      it exports at batch 1 unless given.
   """
-  model = models.build(spec)
+  net = nets.of(spec)
   consts = jax.tree.map(jnp.asarray, variables)
 
   def forward(images):
-    return model.apply(consts, images)
+    return net.infer(consts, images)
 
-  (batch,) = jax.export.symbolic_shape("b")
+  if batch is None and net.traced is not None and net.traced.masks:
+    batch = 1
+  if batch is None:
+    (batch,) = jax.export.symbolic_shape("b")
   shape = jax.ShapeDtypeStruct(
-    (batch, image_size, image_size, spec.in_channels), jnp.float32
+    (batch, image_size, image_size, net.in_channels), jnp.float32
   )
   exported = jax.export.export(jax.jit(forward), platforms=platforms)(shape)
   return bytes(exported.serialize())

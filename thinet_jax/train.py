@@ -632,7 +632,9 @@ def fit(
       _truncate_metrics(metrics_path, int(state.step))
   else:
     state = create_state(variables, tx)
-  state = jax.device_put(state, replicated)
+  # Copied: the step donates its state, and the caller's variables (or a
+  # teacher's, or a reference model's) may share these arrays.
+  state = jax.tree.map(jnp.copy, jax.device_put(state, replicated))
   train_step = sharded_train_step(spec, tx, mesh, seed, teacher)
   eval_step = jitted_eval_step(spec)
   start_step = int(state.step)

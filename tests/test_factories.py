@@ -1,0 +1,222 @@
+"""Any Flax model in the commands: factories, the Net they build, its
+checkpoints, counts and pruning, and train.prune end to end on a Linen
+and an NNX factory (runlocal)."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import flax.linen as nn
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from thinet_jax import depgraph, factories, train
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+LINEN = "tests.user_nets:linen_cnn"
+NNX = "tests.user_nets:nnx_cnn"
+
+
+class ValidNet(nn.Module):
+  """No padding, no bias, no nonlinearity: XLA's FLOP count is then
+  exactly the multiply-adds (its CPU count skips padded taps)."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Conv(6, (3, 3), padding="VALID", use_bias=False, name="a")(x)
+    x = nn.Conv(5, (3, 3), padding="VALID", use_bias=False, name="b")(x)
+    return nn.Dense(4, use_bias=False, name="head")(x.reshape(len(x), -1))
+
+
+def valid_net():
+  return ValidNet()
+
+
+def _xla_flops(fn, *args) -> float:
+  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+  return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+
+
+def _random(variables, seed=0):
+  """Every leaf drawn at random; BatchNorm variances positive."""
+  rng = np.random.default_rng(seed)
+
+  def draw(path, a):
+    x = rng.normal(size=a.shape) * 0.3 + 0.5
+    if "var" in jax.tree_util.keystr(path):
+      x = np.abs(x) + 0.1
+    return jnp.asarray(x, a.dtype)
+
+  return jax.tree_util.tree_map_with_path(draw, variables)
+
+
+def test_flops_from_the_traced_program_equal_xla_cost_analysis():
+  net, variables = factories.build("tests.test_factories:valid_net", 9, 2)
+  x = jnp.ones((1, 9, 9, 2))
+  variables = _random(variables)
+  counted = factories.count(net, 9)
+  assert counted["flops"] == _xla_flops(net.infer, variables, x)
+  assert counted["params"] == 3 * 3 * 2 * 6 + 3 * 3 * 6 * 5 + 5 * 5 * 5 * 4
+  group = net.traced.group("a")
+  traced, small = depgraph.prune(net.traced, variables, group, [0, 2, 3])
+  pruned = factories.pruned(net, traced)
+  after = factories.count(pruned, 9)
+  assert after["flops"] == _xla_flops(pruned.infer, small, x)
+  assert after["params"] == 3 * 3 * 2 * 3 + 3 * 3 * 3 * 5 + 5 * 5 * 5 * 4
+
+
+@pytest.mark.parametrize("factory", [LINEN, NNX])
+def test_pruned_net_rebuilds_from_its_metadata(factory):
+  """A model directory stores the factory and the kept masks: the rebuilt
+  Net has the same shapes and logits, and its training function runs on
+  the pruned variables and returns pruned BatchNorm statistics."""
+  net, variables = factories.build(factory, 16, 1)
+  variables = _random(variables)
+  group = net.traced.groups[0]
+  keep = np.arange(0, net.traced.width(group), 2)
+  traced, small = depgraph.prune(net.traced, variables, group, keep)
+  pruned = factories.pruned(net, traced)
+  again = factories.rebuild(json.loads(json.dumps(pruned.meta)))
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(3, 16, 16, 1)))
+  np.testing.assert_allclose(
+    again.infer(small, x), pruned.infer(small, x), rtol=1e-6, atol=1e-6
+  )
+  assert jax.tree.map(lambda s: s.shape, again.abstract(16)) == jax.tree.map(
+    jnp.shape, small
+  )
+  logits, stats = jax.jit(again.train)(small, x, jax.random.key(0))
+  assert logits.shape == (3, 10)
+  assert jax.tree.map(jnp.shape, stats) == jax.tree.map(
+    jnp.shape, small["batch_stats"]
+  )
+
+
+def test_batch_norm_reestimation_measures_each_layers_momentum():
+  """A factory's BatchNorm momentum is unknown: re-estimation measures
+  1 - m per layer; the result equals the one from the known rate."""
+  net, variables = factories.build(LINEN, 16, 1)
+  variables = _random(variables)
+  rng = np.random.default_rng(2)
+  batches = [
+    {"image": rng.normal(size=(4, 16, 16, 1)).astype(np.float32)}
+    for _ in range(2)
+  ]
+  measured = train.reestimate_batch_norm(net, variables, batches)
+  import dataclasses
+
+  known = dataclasses.replace(net, bn_rate=0.1)  # LinenCNN's momentum 0.9
+  exact = train.reestimate_batch_norm(known, variables, batches)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5),
+    measured["batch_stats"], exact["batch_stats"],
+  )  # fmt: skip
+  assert not np.allclose(
+    measured["batch_stats"]["bn1"]["mean"],
+    variables["batch_stats"]["bn1"]["mean"],
+  )
+
+
+@pytest.mark.parametrize("fmt", ["msgpack", "safetensors", "orbax"])
+def test_variables_read_from_checkpoints(tmp_path, fmt):
+  net, variables = factories.build(NNX, 16, 1)
+  variables = _random(variables, seed=3)
+  if fmt == "msgpack":
+    path = tmp_path / "v.msgpack"
+    path.write_bytes(flax.serialization.to_bytes(variables))
+  elif fmt == "safetensors":
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "v.safetensors"
+    flat = flax.traverse_util.flatten_dict(variables, sep="/")
+    save_file({k: np.asarray(v) for k, v in flat.items()}, str(path))
+  else:
+    import orbax.checkpoint as ocp
+
+    path = tmp_path / "orbax"
+    with ocp.StandardCheckpointer() as ckpt:
+      ckpt.save(path, variables)
+  fresh, like = factories.build(NNX, 16, 1)
+  got = factories.read_variables(str(path), like)
+  jax.tree.map(np.testing.assert_array_equal, got, variables)
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+  _, variables = factories.build(LINEN, 16, 1)
+  path = tmp_path / "v.msgpack"
+  path.write_bytes(flax.serialization.to_bytes(variables))
+  _, like = factories.build(NNX, 16, 1)
+  with pytest.raises(ValueError, match="lacks .* of the model's variables"):
+    factories.read_variables(str(path), like)
+
+
+def test_bad_factory_paths_name_the_problem():
+  with pytest.raises(factories.FactoryError, match="package.module:function"):
+    factories.resolve("nocolon:")
+  with pytest.raises(factories.FactoryError, match="cannot import"):
+    factories.resolve("no_such_pkg.x:f")
+  with pytest.raises(factories.FactoryError, match="has no"):
+    factories.resolve("tests.user_nets:missing")
+
+
+def _command(name, workdir, *extra, config="configs/fmnist_vgg16_thinet.py"):
+  proc = subprocess.run(
+    [sys.executable, "-m", f"train.{name}", f"--config={config}:runlocal",
+     f"--workdir={workdir}", *extra],
+    capture_output=True, text=True, cwd=ROOT, timeout=900,
+  )  # fmt: skip
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def _check_pruned(workdir, groups):
+  report = json.loads((workdir / "report.json").read_text())
+  widths = {w["group"]: w for w in report["widths"]}
+  for g in groups:
+    assert widths[g]["kept"] == widths[g]["original"] // 2
+  net, variables, _ = train.load_model(str(workdir / "model"))
+  assert report["pruned"]["flops"] == factories.count(net, 32)["flops"]
+  assert report["pruned"]["flops"] < report["baseline"]["flops"]
+  return report, net, variables
+
+
+@pytest.mark.slow
+def test_train_prune_on_a_linen_factory_end_to_end(tmp_path):
+  """train.main trains the user's Linen model, train.prune prunes two of
+  its groups (one the residual stream), the pruned model directory loads
+  and exports with jax.export, giving the same logits."""
+  _command("main", tmp_path / "train", f"--config.model={LINEN}",
+           config="configs/fmnist_vgg16.py")  # fmt: skip
+  prune_dir = tmp_path / "prune"
+  _command(
+    "prune", prune_dir, f"--config.model={LINEN}",
+    f"--config.init_checkpoint={tmp_path / 'train' / 'model'}",
+    "--config.groups=('stem','block_conv1')",
+  )  # fmt: skip
+  _, net, variables = _check_pruned(prune_dir, ("stem", "block_conv1"))
+  assert variables["params"]["stem"]["kernel"].shape[-1] == 4
+  assert variables["params"]["block_conv2"]["kernel"].shape[-1] == 4
+  from thinet_jax import export
+
+  blob = export.export_model(net, variables, image_size=32, batch=3)
+  x = np.random.default_rng(0).normal(size=(3, 32, 32, 1)).astype(np.float32)
+  np.testing.assert_allclose(
+    export.load(blob)(x), net.infer(variables, x), rtol=1e-5, atol=1e-5
+  )
+
+
+@pytest.mark.slow
+def test_train_prune_on_an_nnx_factory_from_msgpack(tmp_path):
+  _, variables = factories.build(NNX, 32, 1)
+  path = tmp_path / "nnx.msgpack"
+  path.write_bytes(flax.serialization.to_bytes(_random(variables)))
+  prune_dir = tmp_path / "prune"
+  _command(
+    "prune", prune_dir, f"--config.model={NNX}",
+    f"--config.init_checkpoint={path}", "--config.groups=('conv1','conv2')",
+  )  # fmt: skip
+  _, _, small = _check_pruned(prune_dir, ("conv1", "conv2"))
+  assert small["params"]["conv2"]["kernel"].shape == (3, 3, 4, 8)
