@@ -305,6 +305,40 @@ CRITERIA: dict[str, Callable[[SelectionInputs], jax.Array]] = {
 }
 
 
+def register_criterion(
+  name: str,
+  fn: Callable[[SelectionInputs], jax.Array],
+  overwrite: bool = False,
+) -> Callable[[SelectionInputs], jax.Array]:
+  """Adds a criterion under `name` (usable as a decorator's target:
+  `register_criterion("mine", fn)`); every path that takes a criterion
+  name (`prune_group`, `depgraph.prune_step`, `train.prune`'s
+  `--config.criterion`) then accepts it.
+
+  Args:
+    name: the criterion's name.
+    fn: SelectionInputs -> int32 [C] removal order (a permutation; the
+      last n entries are the kept set for n). Read only the fields you
+      need (`gram`, `centred_gram`, `cross`, `zero_fraction`,
+      `producer_kernel` (for a graph group: [1, C] of the producers' L1
+      norms), `key`).
+    overwrite: replace a criterion of the same name.
+  """
+  if not callable(fn):
+    raise TypeError(f"criterion {name!r} must be callable, got {fn!r}")
+  if name in CRITERIA and not overwrite:
+    raise ValueError(
+      f"criterion {name!r} exists; pass overwrite=True to replace it"
+    )
+  CRITERIA[name] = fn
+  return fn
+
+
+def choose(criterion: str, inputs: SelectionInputs, n_keep: int) -> jax.Array:
+  """The `n_keep` kept channels (sorted) of a named criterion."""
+  return keep_indices(removal_order(criterion, inputs), n_keep)
+
+
 def removal_order(criterion: str, inputs: SelectionInputs) -> jax.Array:
   """The removal order of a named criterion (see `CRITERIA`)."""
   try:

@@ -129,6 +129,13 @@ def conv_gram(
     target: [B, Ho, Wo, D], a target value for every output (e.g. another
       model's `linear_output`): appended as channel C of gram and sums.
 
+  Under `jit`: `strides`, `padding`, `mode`, `samples_per_image` and `sums`
+  are static (Python values that shape the computation): close over them
+  or list them in `static_argnames`, e.g.
+  `jax.jit(conv_gram, static_argnames=("strides", "padding", "mode",
+  "samples_per_image", "sums"))`; x, kernel, key, mask and target are
+  traced.
+
   Returns:
     (gram [C, C] float32, count): count is the number of samples, a Python
     int, or a scalar array when `mask` is given. With `sums`, also
@@ -261,6 +268,9 @@ def dense_gram(
     mode, key, samples_per_image, mask, sums: as in `conv_gram`; a sample
       is one (image, output unit) pair.
     target: [B, D], appended as channel C (see `conv_gram`).
+
+  Under `jit`: `pooling`, `mode`, `samples_per_image` and `sums` are
+  static (`static_argnames`); x, kernel, key, mask and target are traced.
 
   Returns:
     (gram [C, C], count) or, with `sums`, (gram, count, sums [C, D],

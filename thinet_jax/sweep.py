@@ -53,82 +53,14 @@ import optax
 from thinet_jax import groups as groups_lib
 from thinet_jax import models, profile, select, surgery, train
 from thinet_jax import progress as progress_lib
+from thinet_jax.solve import (  # noqa: F401 (the sweep's public names)
+  error_curve,
+  keep_masks,
+  masked_errors,
+  masked_scales,
+)
 from thinet_jax.spec import ModelSpec
 from thinet_jax.stats import GroupStats
-
-# --- keep sets, scales and error curves from a Gram matrix ------------------
-
-
-def keep_masks(order: jax.Array, counts: jax.Array) -> jax.Array:
-  """0/1 masks [K, C] of the kept sets: the last counts[k] of `order`."""
-  order = jnp.asarray(order)
-  c = order.shape[0]
-  rank = jnp.zeros((c,), jnp.int32).at[order].set(jnp.arange(c))
-  counts = jnp.asarray(counts, jnp.int32)
-  return (rank[None, :] >= c - counts[:, None]).astype(jnp.float32)
-
-
-@jax.jit
-def _masked_scales(gram: jax.Array, mask: jax.Array, ridge: jax.Array):
-  m = mask.astype(gram.dtype)
-  # The kept block G_SS (+ ridge) with the pruned rows and columns replaced
-  # by an identity block scaled to G_SS's largest diagonal entry: its
-  # least-squares solution is that of G_SS on the kept entries, 0 elsewhere,
-  # with the same SVD cut-off as `reconstruct.ridge_scales` on G_SS.
-  fill = jnp.max(jnp.diagonal(gram) * m)
-  system = gram * m[:, None] * m[None, :] + jnp.diag(
-    ridge * m + fill * (1.0 - m)
-  )
-  rhs = jnp.sum(gram, axis=1) * m
-  return jnp.linalg.lstsq(system, rhs)[0] * m
-
-
-def masked_scales(
-  gram: jax.Array, masks: jax.Array, ridge: float = 0.0
-) -> jax.Array:
-  """Least-squares scales [K, C] for K kept sets given as masks [K, C].
-
-  Entry (k, c) is `reconstruct.ridge_scales(gram, kept_k, ridge)` at c's
-  place among the kept, and 0 for a pruned c. One vmapped solve.
-  """
-  gram = jnp.asarray(gram, jnp.float32)
-  select.check_symmetric(gram)
-  solve = jax.vmap(_masked_scales, in_axes=(None, 0, None))
-  return solve(gram, jnp.asarray(masks), jnp.asarray(ridge, gram.dtype))
-
-
-@jax.jit
-def _masked_error(gram: jax.Array, weights: jax.Array) -> jax.Array:
-  total = jnp.sum(gram)
-  g1 = jnp.sum(gram, axis=1)
-  return (total - 2.0 * weights @ g1 + weights @ gram @ weights) / total
-
-
-def masked_errors(gram: jax.Array, weights: jax.Array) -> jax.Array:
-  """Relative reconstruction errors [K] of K weight vectors [K, C] (the
-  scales of the kept channels, 0 for pruned ones); see `reconstruct`."""
-  gram = jnp.asarray(gram, jnp.float32)
-  return jax.vmap(_masked_error, in_axes=(None, 0))(gram, jnp.asarray(weights))
-
-
-def error_curve(
-  gram: jax.Array,
-  order: jax.Array,
-  least_squares: bool = True,
-  ridge: float = 0.0,
-) -> np.ndarray:
-  """Relative error e(n) of keeping the last n of `order`, for n = 1..C.
-
-  Returns:
-    float64 [C]: entry n - 1 is the error with n channels kept (with the
-    least-squares scales, or unit scales if not `least_squares`). With
-    least squares the curve never rises as n grows (nested kept sets).
-  """
-  c = jnp.asarray(order).shape[0]
-  masks = keep_masks(order, jnp.arange(1, c + 1))
-  weights = masked_scales(gram, masks, ridge) if least_squares else masks
-  return np.asarray(masked_errors(gram, weights), np.float64)
-
 
 # --- a sweep: K settings of a set of groups ---------------------------------
 

@@ -24,7 +24,7 @@ from thinet_jax.depgraph.model import (
   trace_nnx,
 )
 from thinet_jax.depgraph.stats import collect, combine
-from thinet_jax.depgraph.step import Record, prune_group
+from thinet_jax.depgraph.step import Record, prune_group, prune_step
 from thinet_jax.depgraph.surgery import prune
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
   "nnx_module",
   "prune",
   "prune_group",
+  "prune_step",
   "Record",
   "trace",
   "trace_linen",
