@@ -412,6 +412,11 @@ def build(name: str):
   return (lambda v, x: module.apply(v, x)), variables, x, groups, left_out
 
 
+def module_of(name: str):
+  """A zoo model as a factory (`--config.model=tests.zoo:module_of`)."""
+  return ZOO[name][0]()[0]
+
+
 def nnx_model():
   model = NNXResidualCNN(nnx.Rngs(0))
   graphdef, state = nnx.split(model)

@@ -17,7 +17,8 @@ Pieces, each a pure function: `collect` / `combine` (statistics),
 (`register_criterion` adds one), `ridge_scales` / `relative_error` /
 `mean_shift` (least squares), `masked_scales` / `error_curve` (every keep
 count at once, traceable), `prune` (surgery); `prune_group` is collect +
-prune_step. The layer-by-layer procedure with fine-tuning and resume is
+prune_step; `ratio_sweep` evaluates K keep counts as masked variants in
+one vmapped call. The layer-by-layer procedure with fine-tuning and resume is
 `run_procedure` (`python -m train.prune --config.model=pkg.mod:factory`
 runs it on your model); `factories.build` makes a trainable `Net` of any
 Linen or NNX factory. The paper's VGG and ResNet live in `presets` /
@@ -33,6 +34,7 @@ from thinet_jax.depgraph import (
   prune,
   prune_group,
   prune_step,
+  ratio_sweep,
   trace,
   trace_linen,
   trace_nnx,
@@ -71,6 +73,7 @@ __all__ = [
   "prune",
   "prune_group",
   "prune_step",
+  "ratio_sweep",
   "register_criterion",
   "relative_error",
   "removal_order",

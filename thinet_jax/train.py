@@ -417,6 +417,8 @@ def reestimate_batch_norm(
   for batch in it:
     if max_batches is not None and n >= max_batches:
       break
+    if n == 0 and _stats_unchanged(net, variables, batch["image"]):
+      return variables  # its training mode keeps the running averages
     batch_moments, unpadded = moments(
       variables["params"], shard_batch(batch, mesh)
     )
@@ -445,6 +447,15 @@ def reestimate_batch_norm(
     **variables,
     "batch_stats": flax.traverse_util.unflatten_dict(new, sep="/"),
   }
+
+
+def _stats_unchanged(net: Net, variables, images) -> bool:
+  """Whether the model's training function returns no BatchNorm
+  statistics (a factory model without a `train` argument)."""
+  out = jax.eval_shape(
+    lambda v, x: net.train(v, x, jax.random.key(0))[1], variables, images
+  )
+  return out is None
 
 
 class Checkpointer:

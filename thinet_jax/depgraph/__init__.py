@@ -26,6 +26,12 @@ from thinet_jax.depgraph.model import (
 from thinet_jax.depgraph.stats import collect, combine
 from thinet_jax.depgraph.step import Record, prune_group, prune_step
 from thinet_jax.depgraph.surgery import prune
+from thinet_jax.depgraph.sweep import (
+  Sweep,
+  evaluate_variants,
+  materialize,
+  ratio_sweep,
+)
 
 __all__ = [
   "Consumer",
@@ -41,6 +47,10 @@ __all__ = [
   "prune_group",
   "prune_step",
   "Record",
+  "Sweep",
+  "evaluate_variants",
+  "materialize",
+  "ratio_sweep",
   "trace",
   "trace_linen",
   "trace_nnx",
