@@ -21,7 +21,13 @@ def test_vmapped_sweep_equals_materialised_models(name):
   per_consumer = depgraph.collect(model, variables, group, [x])
   width = group.width
   counts = sorted({max(1, width // 4), max(1, width // 2), width - 1})
-  sw = depgraph.ratio_sweep(model, variables, group, per_consumer, counts)
+  options = PruneOptions(
+    mode="exhaustive", centred=name in CENTRED,
+    criterion="forward_centred" if name in CENTRED else "thinet",
+  )  # fmt: skip
+  sw = depgraph.ratio_sweep(
+    model, variables, group, per_consumer, counts, options
+  )
   logits = depgraph.evaluate_variants(model, sw.stacked, x)
   assert logits.shape[0] == len(counts)
   for k, n in enumerate(counts):
@@ -32,7 +38,7 @@ def test_vmapped_sweep_equals_materialised_models(name):
     )
     # The graph step with the same count builds the same model.
     _, stepped, record = depgraph.prune_step(
-      model, variables, group, per_consumer, n, PruneOptions(mode="exhaustive")
+      model, variables, group, per_consumer, n, options
     )
     assert record.kept == sw.keeps[k].tolist()
     np.testing.assert_allclose(record.relative_error, sw.errors[k], rtol=1e-6)

@@ -56,6 +56,27 @@ def _per_consumer(value, group: Group, what: str) -> dict:
   return {c.name: value for c in group.consumers}
 
 
+def add_shifts(leaves: dict[str, Any], group: Group, shifts: dict) -> None:
+  """Adds each consumer's mean shift [D] to its output (its bias, or minus
+  its normalisation's running mean), in place in `leaves`; once per
+  kernel (a layer applied twice is one consumer)."""
+  shifted = set()
+  for c in group.consumers:
+    if c.name in shifted or shifts.get(c.name) is None:
+      continue
+    shifted.add(c.name)
+    if c.shift is None:
+      raise ValueError(
+        f"consumer {c.name} has no bias and no normalisation after it to "
+        "take a mean shift"
+      )
+    path, sign = c.shift
+    delta = jnp.asarray(shifts[c.name])
+    leaves[path] = leaves[path] + sign * delta.reshape(
+      leaves[path].shape
+    ).astype(leaves[path].dtype)
+
+
 def flat_leaves(variables: Any) -> dict[str, Any]:
   with_paths, _ = jax.tree_util.tree_flatten_with_path(variables)
   return {path_name(p): x for p, x in with_paths}
@@ -137,21 +158,7 @@ def prune(
     axes = list(masks.get(m.path, (None,) * x.ndim))
     axes[m.axis] = new
     masks[m.path] = tuple(axes)
-  shifted = set()
-  for c in group.consumers:  # once per kernel (a layer applied twice)
-    if c.name in shifted or shifts.get(c.name) is None:
-      continue
-    shifted.add(c.name)
-    if c.shift is None:
-      raise ValueError(
-        f"consumer {c.name} has no bias and no normalisation after it to "
-        "take a mean shift"
-      )
-    path, sign = c.shift
-    delta = jnp.asarray(shifts[c.name])
-    leaves[path] = leaves[path] + sign * delta.reshape(
-      leaves[path].shape
-    ).astype(leaves[path].dtype)
+  add_shifts(leaves, group, shifts)
   treedef = jax.tree_util.tree_structure(variables)
   order = [
     path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(variables)[0]

@@ -30,7 +30,7 @@ from thinet_jax import select
 from thinet_jax.depgraph.graph import Group
 from thinet_jax.depgraph.model import Traced
 from thinet_jax.depgraph.step import fit, producer_norms, selection_inputs
-from thinet_jax.depgraph.surgery import flat_leaves, prune
+from thinet_jax.depgraph.surgery import add_shifts, flat_leaves, prune
 from thinet_jax.options import PruneOptions
 from thinet_jax.stats import GroupStats
 
@@ -81,12 +81,8 @@ def masked(
     shape = [1] * x.ndim
     shape[c.kernel_axis] = len(index)
     leaves[c.kernel] = x * jnp.asarray(factor.reshape(shape), x.dtype)
-    if shift is not None and shift.get(c.name) is not None:
-      path, sign = c.shift
-      delta = jnp.asarray(shift[c.name])
-      leaves[path] = leaves[path] + sign * delta.reshape(
-        leaves[path].shape
-      ).astype(leaves[path].dtype)
+  if shift is not None:
+    add_shifts(leaves, group, shift)
   treedef = jax.tree_util.tree_structure(variables)
   return jax.tree_util.tree_unflatten(treedef, list(leaves.values()))
 
