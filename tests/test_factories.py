@@ -206,6 +206,18 @@ def test_train_prune_on_a_linen_factory_end_to_end(tmp_path):
   np.testing.assert_allclose(
     export.load(blob)(x), net.infer(variables, x), rtol=1e-5, atol=1e-5
   )
+  import onnxruntime
+
+  from thinet_jax import onnx_export
+
+  proto = onnx_export.to_onnx(net, variables, 32, input_layout="nhwc")
+  session = onnxruntime.InferenceSession(
+    proto.SerializeToString(), providers=["CPUExecutionProvider"]
+  )
+  np.testing.assert_allclose(
+    session.run(None, {"images": x})[0], net.infer(variables, x),
+    rtol=1e-4, atol=1e-4,
+  )  # fmt: skip
 
 
 @pytest.mark.slow
