@@ -210,10 +210,9 @@ class _Writer:
       if any(a in dep for a in program_lib.values(e.inputs)):
         dep.update(e.outputs)
     self.dep = dep
-    needed = {
-      a for e in program.eqns if self.dependent(e)
-      for a in program_lib.values(e.inputs) if a not in dep
-    } | {a for a in program_lib.values(program.outputs) if a not in dep}  # fmt: skip
+    reads = [a for e in program.eqns if self.dependent(e) for a in e.inputs]
+    reads += list(program.outputs)
+    needed = {a for a in program_lib.values(reads) if a not in dep}
     leaves = jax.tree.leaves(variables)
     image = jnp.zeros(program.shapes[program.arg_ids[0]], jnp.float32)
     _, folded = program_lib.evaluate(program, [*leaves, image], capture=needed)
@@ -382,8 +381,8 @@ class _Writer:
     return self.node("Expand", [x, self.ints(target)], label)
 
   def _reshape(self, eqn, args, label):
-    return self.node("Reshape", [args[0], self.ints(self.shape(eqn.outputs[0]))],
-                     label)  # fmt: skip
+    target = self.ints(self.shape(eqn.outputs[0]))
+    return self.node("Reshape", [args[0], target], label)
 
   _squeeze = _reshape
   _expand_dims = _reshape
@@ -397,8 +396,8 @@ class _Writer:
 
   def _split(self, eqn, args, label):
     sizes = self.ints(eqn.params["sizes"])
-    return self.node("Split", [args[0], sizes], label,
-                     n_out=len(eqn.outputs), axis=eqn.params["axis"])  # fmt: skip
+    n_out, axis = len(eqn.outputs), eqn.params["axis"]
+    return self.node("Split", [args[0], sizes], label, n_out=n_out, axis=axis)
 
   def _pad(self, eqn, args, label):
     config = eqn.params["padding_config"]
