@@ -153,6 +153,31 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     factories.read_variables(str(path), like)
 
 
+@pytest.mark.slow
+def test_train_prune_to_a_flops_budget_on_a_factory(tmp_path):
+  """--config.budget on an NNX factory: the allocation's counts are the
+  widths pruned, the FLOPs meet the budget, and the first step (the same
+  statistics, keys and options as its error curve) reports the error the
+  allocation predicted for it."""
+  _, variables = factories.build(NNX, 32, 1)
+  path = tmp_path / "nnx.msgpack"
+  path.write_bytes(flax.serialization.to_bytes(_random(variables)))
+  prune_dir = tmp_path / "prune"
+  _command(
+    "prune", prune_dir, f"--config.model={NNX}",
+    f"--config.init_checkpoint={path}", "--config.groups=('conv1','conv2')",
+    "--config.budget=0.6",
+  )  # fmt: skip
+  report = json.loads((prune_dir / "report.json").read_text())
+  allocation = report["allocation"]
+  kept = {s["group"]: s["width_after"] for s in report["steps"]}
+  assert kept == allocation["counts"]
+  assert report["pruned"]["flops"] <= 0.6 * report["baseline"]["flops"]
+  first = report["steps"][0]
+  predicted = allocation["predicted_errors"][first["group"]]
+  assert first["relative_error"] == pytest.approx(predicted, abs=2e-4)
+
+
 def test_bad_factory_paths_name_the_problem():
   with pytest.raises(factories.FactoryError, match="package.module:function"):
     factories.resolve("nocolon:")

@@ -228,13 +228,7 @@ def _net(traced, fns, meta: dict) -> nets.Net:
 
 def pruned_structs(traced) -> Any:
   """The variables' shapes and dtypes after the traced model's pruning."""
-  with_paths, treedef = jax.tree_util.tree_flatten_with_path(traced.structs)
-  leaves = []
-  for path, s in with_paths:
-    name = program_lib.path_name(path)
-    shape = tuple(int(traced.mask(name, a).sum()) for a in range(len(s.shape)))
-    leaves.append(jax.ShapeDtypeStruct(shape, s.dtype))
-  return jax.tree_util.tree_unflatten(treedef, leaves)
+  return depgraph.cost.pruned_structs(traced)
 
 
 def pruned(net: nets.Net, traced) -> nets.Net:
@@ -354,33 +348,22 @@ def count(net: nets.Net, image_size: int) -> dict[str, int]:
 
     p = profile.count(net.spec, image_size)
     return {"params": p["params"], "flops": p["flops"]}
-  traced = net.traced
-  structs = pruned_structs(traced)
-  params = (
-    structs.get("params", structs) if isinstance(structs, dict) else structs
-  )
-  n_params = sum(
-    int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(params)
-  )
   example = jax.ShapeDtypeStruct(
     (1, image_size, image_size, net.in_channels), jnp.float32
   )
-  program, plan = traced.plan_for((example,))
-  macs = 0
-  for eqn in program.eqns:
-    if eqn.name not in ("conv_general_dilated", "dot_general"):
-      continue
-    lhs, rhs = program_lib.values(eqn.inputs)[:2]
-    out = int(np.prod(plan.new_shape(eqn.outputs[0])))
-    if eqn.name == "conv_general_dilated":
-      kernel = plan.new_shape(rhs)
-      out_features = kernel[eqn.params["dimension_numbers"].rhs_spec[0]]
-      macs += out * int(np.prod(kernel)) // max(out_features, 1)
-    else:
-      (contract, _), _ = eqn.params["dimension_numbers"]
-      shape = plan.new_shape(lhs)
-      macs += out * int(np.prod([shape[a] for a in contract]))
-  return {"params": n_params, "flops": 2 * macs}
+  return depgraph.cost.count(net.traced, example)
+
+
+def graph_of(model: Any, image_size: int) -> depgraph.Traced:
+  """The traced inference function of a preset's spec or of any Net (its
+  own trace): what the graph path (allocation, costs) reads."""
+  net = nets.of(model)
+  if net.traced is not None:
+    return net.traced
+  example = jax.ShapeDtypeStruct(
+    (1, image_size, image_size, net.in_channels), jnp.float32
+  )
+  return depgraph.trace(net.infer, net.abstract(image_size), example)
 
 
 def widths(base: nets.Net, net: nets.Net) -> list[dict[str, Any]]:

@@ -53,6 +53,7 @@ import optax
 from thinet_jax import groups as groups_lib
 from thinet_jax import models, profile, select, surgery, train
 from thinet_jax import progress as progress_lib
+from thinet_jax.allocate import CostModel, allocate  # noqa: F401 (public)
 from thinet_jax.solve import (  # noqa: F401 (the sweep's public names)
   error_curve,
   keep_masks,
@@ -483,164 +484,18 @@ def finetune_variants(
 # --- budget allocation ------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class CostModel:
-  """Exact params or FLOPs of a model as a function of group widths.
-
-  Every conv and dense layer costs (its input width) x (its output width) x
-  a constant, so the cost is a quadratic polynomial in the groups' widths
-  with no squared terms. Removing d_g channels from group g:
-
-      cost(W - d) = base - sum_g a_g d_g + sum_{g<h} b_gh d_g d_h
-
-  a and b are read off `profile.count` at W, W + e_g and W + e_g + e_h
-  (adding channels, so that no probe needs a width of 0).
-  """
-
-  names: tuple[str, ...]
-  widths: np.ndarray
-  base: float
-  linear: np.ndarray  # a [G]
-  pairs: np.ndarray  # b [G, G], symmetric, zero diagonal
-
-  def cost(self, counts: Any) -> float:
-    d = self.widths - np.asarray(counts)
-    return float(self.base - self.linear @ d + 0.5 * d @ self.pairs @ d)
-
-  def saving(self, counts: Any) -> np.ndarray:
-    """[G]: the cost saved by removing one more channel of each group."""
-    d = self.widths - np.asarray(counts)
-    return self.linear - self.pairs @ d
-
-
 def cost_model(
   spec: ModelSpec, names: Sequence[str], image_size: int, metric: str = "flops"
 ) -> CostModel:
-  """The `CostModel` of `metric` ("flops" or "params") for the groups."""
-  if metric not in ("flops", "params"):
-    raise ValueError(f'metric must be "flops" or "params", got {metric!r}')
-  names = tuple(names)
-  widths = np.array([groups_lib.get(spec, n).width for n in names])
+  """The `CostModel` of `metric` ("flops" or "params") for a preset's
+  groups: `depgraph.cost_model` on its traced program."""
+  from thinet_jax import depgraph, factories
 
-  def at(*added: int) -> float:
-    s = spec
-    for g in added:
-      group = groups_lib.get(s, names[g])
-      s = groups_lib.with_width(s, group, group.width + 1)
-    return float(profile.count(s, image_size)[metric])
-
-  base = at()
-  n = len(names)
-  single = np.array([at(g) for g in range(n)])
-  pairs = np.zeros((n, n))
-  for g in range(n):
-    for h in range(g + 1, n):
-      pairs[g, h] = pairs[h, g] = at(g, h) - single[g] - single[h] + base
-  return CostModel(names, widths, base, single - base, pairs)
-
-
-def allocate(
-  curves: Mapping[str, Any],
-  model: CostModel,
-  target: float,
-) -> dict[str, int]:
-  """Per-group keep counts meeting a cost target with the least summed
-  relative reconstruction error (greedy marginal allocation).
-
-  Starting from every group at full width, repeatedly remove one channel
-  from the group whose next removal adds the least error per unit of cost
-  saved, (e_g(n_g - 1) - e_g(n_g)) / saving_g, until the cost is at most
-  `target` x the original. Each group keeps at least one channel. The
-  errors are each group's own (its consumer's output, statistics of the
-  unpruned model), so the sum is a proxy for the network's loss, as in the
-  paper's layer-wise objective.
-
-  Args:
-    curves: name -> e(n) for n = 1..C (`error_curve`), for `model.names`.
-    model: `cost_model` of the same groups.
-    target: the kept fraction of the original cost, in (0, 1].
-
-  Returns:
-    name -> keep count.
-
-  Raises:
-    ValueError: the target is out of range or below what pruning these
-      groups can reach (the message gives the reachable minimum).
-  """
-  if not 0.0 < target <= 1.0:
-    raise ValueError(
-      f"target must be in (0, 1] (the fraction of the original cost kept), "
-      f"got {target}"
-    )
-  missing = [n for n in model.names if n not in curves]
-  if missing:
-    raise KeyError(f"no error curve for groups {missing}")
-  errors = []
-  for name, width in zip(model.names, model.widths, strict=True):
-    e = np.asarray(curves[name], np.float64)
-    if e.shape != (width,):
-      raise ValueError(
-        f"the error curve of {name} has {e.shape[0]} entries; the group has "
-        f"{width} channels (one entry per keep count 1..C)"
-      )
-    errors.append(e)
-  budget = target * model.cost(model.widths)
-  floor = model.cost(np.ones_like(model.widths))
-  if floor > budget:
-    raise ValueError(
-      f"target {target} is out of reach: keeping one channel in every group "
-      f"still costs {floor / model.cost(model.widths):.4f} of the original; "
-      "raise the target or prune more groups"
-    )
-  counts = model.widths.copy()
-  while model.cost(counts) > budget:
-    saving = model.saving(counts)
-    added = np.array(
-      [
-        e[n - 2] - e[n - 1] if n > 1 else np.inf
-        for e, n in zip(errors, counts, strict=True)
-      ]
-    )
-    price = np.where(saving > 0, np.maximum(added, 0.0) / saving, np.inf)
-    g = int(np.argmin(price))
-    if not np.isfinite(price[g]):
-      break  # Unreachable: the floor check above rules this out.
-    counts[g] -= 1
-  return {n: int(c) for n, c in zip(model.names, counts, strict=True)}
-
-
-def allocation(
-  spec: ModelSpec,
-  variables: dict[str, Any],
-  group_stats: Mapping[str, GroupStats],
-  target: float,
-  *,
-  image_size: int,
-  metric: str = "flops",
-  criterion: str = "thinet",
-  least_squares: bool = True,
-  ridge: float = 0.0,
-  key: jax.Array | None = None,
-) -> tuple[dict[str, int], dict[str, np.ndarray]]:
-  """Keep counts for a cost target from one set of statistics.
-
-  Each group's error curve follows the criterion's removal order; `allocate`
-  then spends the budget where the curves are flattest.
-
-  Returns:
-    (name -> keep count, name -> error curve e(1..C)).
-  """
-  widths = [groups_lib.get(spec, n).width for n in group_stats]
-  sw = plan(
-    spec, variables, group_stats, counts=[widths], criterion=criterion,
-    least_squares=least_squares, ridge=ridge, key=key,
-  )  # fmt: skip
-  curves = {
-    n: error_curve(group_stats[n].gram, sw.orders[n], least_squares, ridge)
-    for n in sw.names
-  }
-  model = cost_model(spec, sw.names, image_size, metric)
-  return allocate(curves, model, target), curves
+  example = jax.ShapeDtypeStruct(
+    (1, image_size, image_size, spec.in_channels), jnp.float32
+  )
+  traced = factories.graph_of(spec, image_size)
+  return depgraph.cost_model(traced, names, example, metric=metric)
 
 
 # --- one sweep per criterion ------------------------------------------------

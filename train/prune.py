@@ -19,10 +19,14 @@ import dataclasses
 import os
 
 import jax
+import jax.numpy as jnp
 from absl import app, flags
 
 from thinet_jax import (
+  depgraph,
+  factories,
   groups,
+  nets,
   pipeline,
   profile,
   report,
@@ -31,7 +35,6 @@ from thinet_jax import (
   sharding,
   stats,
   surgery,
-  sweep,
   train,
 )
 from thinet_jax.progress import minutes
@@ -110,13 +113,11 @@ def validate(config) -> Checked:
       )
   spec = common.checkpoint_spec(config)
   if common.spec_of(spec) is None:  # any model, from its factory
-    for field in ("head", "budget"):
-      if config[field]:
-        raise app.UsageError(
-          f"config.{field} is for the presets only so far; a model factory "
-          f"({config.model}) is pruned group by group: set config.{field} "
-          "to its default"
-        )
+    if config.head:
+      raise app.UsageError(
+        "config.head (ThiNet-GAP) is for the presets only so far; a model "
+        f"factory ({config.model}) keeps its own head: set config.head=''"
+      )
     names = list(config.groups) or [g.name for g in spec.traced.groups]
   else:
     if config.head:
@@ -134,9 +135,10 @@ def validate(config) -> Checked:
         "config.budget must be in (0, 1) (the fraction of the cost kept; "
         f"0 = off), got {config.budget}"
       )
-    model = sweep.cost_model(
-      spec, names, config.image_size, config.budget_metric
-    )
+    model = depgraph.cost_model(
+      factories.graph_of(spec, config.image_size), names,
+      _example(config, spec), metric=config.budget_metric,
+    )  # fmt: skip
     floor = model.cost([1] * len(names)) / model.cost(model.widths)
     if config.budget < floor:
       raise app.UsageError(
@@ -245,7 +247,7 @@ def _prune(config, workdir, checked, clock):
     )
   if config.budget and allocation is None:
     allocation = _allocate(
-      config, workdir, start_spec, start_vars, checked.names, batches
+      config, workdir, start_spec, start_vars, checked.names, batches, method
     )
     plans = _plans(config, checked, allocation)
   on_step = _step_printer(plans, clock)
@@ -371,24 +373,40 @@ def _replace_head(config, workdir, spec, variables, batches, finetune,
   return spec, variables, info
 
 
-def _allocate(config, workdir, spec, variables, names, batches) -> dict:
-  """Keep counts for `config.budget` (`sweep.allocation` on statistics of
-  the unpruned model); stored in <workdir>/allocation, so a resumed run
-  reuses it."""
-  group_stats = stats.collect_groups(
-    spec, variables, names, lambda: batches(config.seed),
-    key=jax.random.key(config.seed), mode=config.stats_mode,
-    samples_per_image=config.samples_per_image,
-  )  # fmt: skip
-  counts, _ = sweep.allocation(
-    spec, variables, group_stats, config.budget,
-    image_size=config.image_size, metric=config.budget_metric,
-    criterion=config.criterion, least_squares=config.least_squares,
-    ridge=config.ridge, key=jax.random.key(config.seed),
+def _example(config, model) -> jax.ShapeDtypeStruct:
+  """One image's shape: what the cost model counts FLOPs on."""
+  channels = nets.of(model).in_channels
+  size = config.image_size
+  return jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)
+
+
+def _allocate(config, workdir, model, variables, names, batches, method):
+  """Keep counts for `config.budget` from every group's error curve on
+  the unpruned model, under the run's own options (criterion, least
+  squares, centred fit, target) and each step's keys, so a curve is the
+  fit that group's step performs from these statistics
+  (`depgraph.allocation`, for presets and any model alike); stored in
+  <workdir>/allocation, so a resumed run reuses it."""
+  traced = factories.graph_of(model, config.image_size)
+  reference = (traced, variables) if method.target == "original" else None
+  per_group, keys = {}, {}
+  for i, name in enumerate(names):  # the keys and batches of the steps
+    step_key = jax.random.fold_in(jax.random.key(config.seed), i)
+    stats_key, keys[name] = jax.random.split(step_key)
+    per_group[name] = depgraph.collect(
+      traced, variables, traced.group(name), batches(config.seed + i),
+      mode=method.mode, key=stats_key,
+      samples_per_image=method.samples_per_image, reference=reference,
+      progress=True,
+    )  # fmt: skip
+  counts, curves = depgraph.allocation(
+    traced, variables, per_group, config.budget, _example(config, model),
+    metric=config.budget_metric, options=method, keys=keys,
   )  # fmt: skip
   result = {
     "target": config.budget, "metric": config.budget_metric,
     "counts": counts,
+    "predicted_errors": {n: float(curves[n][c - 1]) for n, c in counts.items()},
   }  # fmt: skip
   common.write_json(
     os.path.join(workdir, "allocation", "allocation.json"), result

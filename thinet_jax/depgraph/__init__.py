@@ -12,9 +12,13 @@ Layers: `program` (the flat traced program and its evaluator), `rules`
 (what each primitive ties together), `graph` (groups and what is left
 out), `run` (the pruned program), `model` (entry points), `stats`
 (consumers' Gram matrices), `surgery` (slicing and folding), `step`
-(one ThiNet step: statistics, selection, least squares, surgery).
+(one ThiNet step: statistics, selection, least squares, surgery),
+`sweep` (masked variants, error curves, allocation), `cost` (params and
+FLOPs read off the program, the allocation's cost model).
 """
 
+from thinet_jax.depgraph import cost
+from thinet_jax.depgraph.cost import cost_model, count
 from thinet_jax.depgraph.graph import Consumer, Graph, Group, LeftOut, Member
 from thinet_jax.depgraph.model import (
   Traced,
@@ -28,6 +32,8 @@ from thinet_jax.depgraph.step import Record, prune_group, prune_step
 from thinet_jax.depgraph.surgery import prune
 from thinet_jax.depgraph.sweep import (
   Sweep,
+  allocation,
+  error_curve,
   evaluate_variants,
   materialize,
   ratio_sweep,
@@ -40,7 +46,12 @@ __all__ = [
   "LeftOut",
   "Member",
   "Traced",
+  "allocation",
   "collect",
+  "cost",
+  "cost_model",
+  "count",
+  "error_curve",
   "combine",
   "nnx_module",
   "prune",

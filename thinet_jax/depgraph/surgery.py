@@ -107,11 +107,7 @@ def prune(
   Returns:
     (pruned model, pruned variables).
   """
-  alive = np.flatnonzero(model.current(group))
-  keep = check_keep(keep, len(alive))
-  kept_channels = alive[keep]
-  rank = np.full(group.width, -1)
-  rank[kept_channels] = np.arange(len(keep))
+  keep, rank = _rank(model, group, keep)
   scales = _per_consumer(scales, group, "scales")
   shifts = _per_consumer(shift, group, "shift")
   leaves = flat_leaves(variables)
@@ -151,13 +147,9 @@ def prune(
       shape = [1] * x.ndim
       shape[m.axis] = len(index)
       x = x * jnp.asarray(mult.reshape(shape), x.dtype)
-    stay = (index < 0) | (rank[np.maximum(index, 0)] >= 0)
+    stay = _stay(index, rank)
     leaves[m.path] = jnp.take(x, jnp.asarray(np.flatnonzero(stay)), axis=m.axis)
-    new = now.copy()
-    new[np.flatnonzero(now)[~stay]] = False
-    axes = list(masks.get(m.path, (None,) * x.ndim))
-    axes[m.axis] = new
-    masks[m.path] = tuple(axes)
+    _narrow(masks, m, now, stay, x.ndim)
   add_shifts(leaves, group, shifts)
   treedef = jax.tree_util.tree_structure(variables)
   order = [
@@ -166,6 +158,46 @@ def prune(
   new_variables = jax.tree_util.tree_unflatten(
     treedef, [leaves[p] for p in order]
   )
+  return _after(model, group, masks, len(keep)), new_variables
+
+
+def _rank(model: Traced, group: Group, keep: Any):
+  """(checked keep, rank [group width]: a kept channel's place, else -1)."""
+  alive = np.flatnonzero(model.current(group))
+  keep = check_keep(keep, len(alive))
+  rank = np.full(group.width, -1)
+  rank[alive[keep]] = np.arange(len(keep))
+  return keep, rank
+
+
+def _stay(index: np.ndarray, rank: np.ndarray) -> np.ndarray:
+  """Which current positions of a member stay (outside the group or kept)."""
+  return (index < 0) | (rank[np.maximum(index, 0)] >= 0)
+
+
+def _narrow(masks: dict, m, now: np.ndarray, stay: np.ndarray, ndim: int):
+  new = now.copy()
+  new[np.flatnonzero(now)[~stay]] = False
+  axes = list(masks.get(m.path, (None,) * ndim))
+  axes[m.axis] = new
+  masks[m.path] = tuple(axes)
+
+
+def _after(model: Traced, group: Group, masks: dict, width: int) -> Traced:
   widths = dict(model.widths)
-  widths.update({p: len(keep) for p in group.producers})
-  return model.replace(masks=masks, widths=widths), new_variables
+  widths.update({p: width for p in group.producers})
+  return model.replace(masks=masks, widths=widths)
+
+
+def prune_shapes(model: Traced, group: Group, keep: Any) -> Traced:
+  """The model `prune` returns, without variables: only the kept masks
+  change (for counting the cost of a kept set)."""
+  keep, rank = _rank(model, group, keep)
+  masks = dict(model.masks)
+  program = model.graph.program
+  leaves = zip(program.leaf_paths, program.leaf_ids, strict=True)
+  ndim = {p: len(program.shapes[v]) for p, v in leaves}
+  for m in group.members:
+    now = model.mask(m.path, m.axis)
+    _narrow(masks, m, now, _stay(m.index[now], rank), ndim[m.path])
+  return _after(model, group, masks, len(keep))

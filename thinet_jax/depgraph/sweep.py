@@ -26,7 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from thinet_jax import select
+from thinet_jax import allocate as allocate_lib
+from thinet_jax import select, solve
+from thinet_jax.depgraph.cost import cost_model
 from thinet_jax.depgraph.graph import Group
 from thinet_jax.depgraph.model import Traced
 from thinet_jax.depgraph.step import fit, producer_norms, selection_inputs
@@ -108,11 +110,7 @@ def ratio_sweep(
   bad = [n for n in counts if not 1 <= n <= width]
   if bad:
     raise ValueError(f"counts {bad} are outside [1, {width}] for {group.name}")
-  key = jax.random.key(0) if key is None else key
-  inputs = selection_inputs(
-    per_consumer, producer_norms(model, variables, group), key
-  )
-  order = select.removal_order(options.criterion, inputs)
+  order = removal_order(model, variables, group, per_consumer, options, key)
   keeps, all_scales, shifts, errors, variants = [], [], [], [], []
   for n in counts:
     keep = np.asarray(select.keep_indices(order, n))
@@ -141,3 +139,85 @@ def materialize(
 ) -> tuple[Traced, Any]:
   """Variant k as the real, smaller model (`depgraph.prune`)."""
   return prune(model, variables, group, sw.keeps[k], sw.scales[k], sw.shifts[k])
+
+
+def removal_order(
+  model: Traced,
+  variables: Any,
+  group: Group,
+  per_consumer: dict[str, GroupStats],
+  options: PruneOptions,
+  key: jax.Array | None = None,
+) -> np.ndarray:
+  """The criterion's removal order of the group's current channels, as
+  `prune_step` computes it (its last n are the kept set of n)."""
+  key = jax.random.key(0) if key is None else key
+  inputs = selection_inputs(
+    per_consumer, producer_norms(model, variables, group), key
+  )
+  return np.asarray(select.removal_order(options.criterion, inputs))
+
+
+def error_curve(
+  model: Traced,
+  variables: Any,
+  group: Group,
+  per_consumer: dict[str, GroupStats],
+  options: PruneOptions = PruneOptions(mode="exhaustive"),
+  key: jax.Array | None = None,
+) -> np.ndarray:
+  """e(n) for n = 1..C: the `relative_error` `prune_step` would report for
+  each keep count, from the same order and the same least-squares problem
+  (centred or not, own-output or original target, ridge), all counts in
+  one vmapped solve per consumer."""
+  options.check()
+  order = removal_order(model, variables, group, per_consumer, options, key)
+  masks = solve.keep_masks(order, np.arange(1, len(order) + 1))
+  curves = []
+  for st in per_consumer.values():
+    plain, centred = st.target(), st.target(centred=True)
+    fit_on = centred if options.centred else plain
+    weights = masks
+    if options.least_squares:
+      weights = solve.masked_scales(
+        fit_on.gram, masks, options.ridge, fit_on.cross
+      )
+    if options.centred:  # the mean shift removes the rest of the mean
+      e = solve.masked_errors(centred.gram, weights, *centred[1:])
+      e = e * (centred.norm / plain.norm)
+    else:
+      e = solve.masked_errors(plain.gram, weights, *plain[1:])
+    curves.append(np.asarray(e, np.float64))
+  return np.mean(curves, axis=0)
+
+
+def allocation(
+  model: Traced,
+  variables: Any,
+  per_group: dict[str, dict[str, GroupStats]],
+  target: float,
+  *example: Any,
+  metric: str = "flops",
+  options: PruneOptions = PruneOptions(mode="exhaustive"),
+  keys: dict[str, jax.Array] | None = None,
+) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+  """Keep counts meeting `target` x the model's `metric` on `example`
+  inputs, from every group's `error_curve` under `options`.
+
+  Args:
+    per_group: group name -> its `collect` statistics (of this model).
+    keys: group name -> the selection key each step will use (the random
+      criterion); default key(0) as `prune_step`.
+
+  Returns:
+    (name -> keep count, name -> error curve e(1..C)).
+  """
+  keys = keys or {}
+  curves = {
+    name: error_curve(
+      model, variables, model.group(name), st, options, keys.get(name)
+    )
+    for name, st in per_group.items()
+  }  # fmt: skip
+  costs = cost_model(model, list(per_group), *example, metric=metric)
+  return allocate_lib.allocate(curves, costs, target), curves
