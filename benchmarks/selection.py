@@ -27,7 +27,7 @@ fine-tune's batches). Every finished (method, seed) is kept in
 
 Statistics are collected once, as `configs/fmnist_vgg16_sweep.py` says (100
 training images per class, 10 samples each); each (group, method) is one
-`sweep.plan` and one `sweep.evaluate_sweep`, the K ratios in one vmapped
+`sweep.plan` and one `variants.evaluate_sweep`, the K ratios in one vmapped
 pass. Accuracy is on the first `--eval-batches` x 128 test images (default
 10: 1,280 images; every sweep evaluates 7 variants, and there are 70).
 """
@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from thinet_jax import groups, models, profile, stats, sweep, train
+from thinet_jax import groups, models, profile, stats, sweep, train, variants
 from thinet_jax import report as report_lib
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -79,7 +79,7 @@ def per_layer(spec, variables, group_stats, ratios, eval_batches, seeds):
           spec, variables, {name: st}, ratios, criterion=criterion,
           least_squares=ls, key=jax.random.key(seed),
         )  # fmt: skip
-        results = sweep.evaluate_sweep(spec, variables, sw, eval_batches())
+        results = variants.evaluate_sweep(spec, variables, sw, eval_batches())
         runs.append({
           "seed": seed,
           "counts": [int(c) for c in sw.counts[:, 0]],
@@ -154,7 +154,7 @@ def together(spec, variables, group_stats, ratios, eval_batches, seeds,
         spec, variables, group_stats, ratios, criterion=criterion,
         least_squares=ls, key=jax.random.key(seed),
       )  # fmt: skip
-      pruned = sweep.evaluate_sweep(spec, variables, sw, eval_batches())
+      pruned = variants.evaluate_sweep(spec, variables, sw, eval_batches())
       tuned = []
       for ratio in finetune_ratios:  # Real smaller models, one at a time.
         small = sweep.materialize(spec, variables, sw, ratios.index(ratio))
@@ -281,7 +281,7 @@ def make_finetune(setup: Setup, steps: int):
   on the train batches of that seed.
 
   Each variant is fine-tuned as the real smaller model, one after another:
-  `sweep.finetune_variants` (all K masked variants in one vmapped step)
+  `variants.finetune_variants` (all K masked variants in one vmapped step)
   took ~50 s a step for K = 7 here (two other jobs sharing the 2 cores)
   where one step of the unpruned model takes ~0.4 s: XLA's CPU backend
   runs a convolution vmapped over its kernel far slower than K separate

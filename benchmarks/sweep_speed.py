@@ -8,10 +8,10 @@ ratios. Timed, after compilation, over the same eval batches (median of a
 few passes):
 
 * `shared`: all K variants in one jitted `jax.vmap` over the consumers'
-  input scales only, kernels shared (`sweep.evaluate_sweep`): one K-times
+  input scales only, kernels shared (`variants.evaluate_sweep`): one K-times
   larger batch;
 * `vmapped`: all K stacked masked variants in one jitted `jax.vmap`-ed
-  forward (`sweep.evaluate_variants`), as fine-tuned variants need;
+  forward (`variants.evaluate_variants`), as fine-tuned variants need;
 * `one_variant`: one masked variant, a plain forward (`train.evaluate`);
 * `loop_masked`: the K masked variants one after another (K x one_variant);
 * `loop_materialised`: the K real, smaller models one after another
@@ -32,7 +32,7 @@ import jax
 import numpy as np
 import quick_model
 
-from thinet_jax import data, groups, models, stats, sweep, train
+from thinet_jax import data, groups, models, stats, sweep, train, variants
 from thinet_jax import report as report_lib
 
 OUT = pathlib.Path(__file__).resolve().parent / "sweep_speed.json"
@@ -59,10 +59,10 @@ def run(spec, variables, ratios, batches, repeat) -> dict:
   first = sweep.variant(stacked, 0)
 
   def shared():
-    return sweep.evaluate_sweep(spec, variables, sw, batches)
+    return variants.evaluate_sweep(spec, variables, sw, batches)
 
   def vmapped():
-    return sweep.evaluate_variants(spec, stacked, batches)
+    return variants.evaluate_variants(spec, stacked, batches)
 
   def one_variant():  # A plain forward of one full-size masked model.
     return train.evaluate(spec, first, batches)

@@ -119,9 +119,13 @@ METHOD = (
   "thinet_jax.select", "thinet_jax.reconstruct", "thinet_jax.solve",
   "thinet_jax.stats", "thinet_jax.options", "thinet_jax.groups",
   "thinet_jax.surgery", "thinet_jax.profile", "thinet_jax.depgraph",
+  "thinet_jax.sweep", "thinet_jax.allocate",
 )  # fmt: skip
-TRAINING = ("thinet_jax.train", "thinet_jax.sweep", "optax", "orbax")
-PRUNING = (*METHOD, "thinet_jax.pipeline", "thinet_jax.sweep")
+TRAINING = (
+  "thinet_jax.train", "thinet_jax.variants", "thinet_jax.checkpoints",
+  "thinet_jax.batchnorm", "optax", "orbax",
+)  # fmt: skip
+PRUNING = (*METHOD, "thinet_jax.pipeline")
 MODELS = ("thinet_jax.models", "thinet_jax.spec")
 
 

@@ -21,6 +21,7 @@ from thinet_jax import (
   stats,
   sweep,
   train,
+  variants,
 )
 
 from conftest import SPECS, random_variables
@@ -124,7 +125,7 @@ def test_masked_variant_equals_materialised_model(name):
     small = models.build(small_spec).apply(small_vars, x)
     np.testing.assert_allclose(small, masked, rtol=1e-5, atol=1e-5)
     # Shared kernels, per-variant input scales: the same logits.
-    scales = sweep.variant(sweep.channel_scales(sw), k)
+    scales = sweep.variant(variants.channel_scales(sw), k)
     shared = models.build(spec).apply(
       {**variables, models.CHANNEL_SCALES: scales}, x
     )
@@ -167,7 +168,7 @@ def test_vmapped_finetune_keeps_pruned_entries_zero():
   sw = _sweep(spec, variables, [0.4, 0.7], criterion="weight_sum")
   stacked = sweep.stack_variants(spec, variables, sw)
   masks = sweep.param_masks(spec, variables, sw)
-  tuned, history = sweep.finetune_variants(
+  tuned, history = variants.finetune_variants(
     spec, stacked, masks, _batches(spec, 3), _tx(), steps=3, progress=False
   )
   assert len(history) == 3 and len(history[0]["loss"]) == 2
@@ -184,9 +185,9 @@ def test_vmapped_finetune_keeps_pruned_entries_zero():
   # Each vmapped variant trained like one variant on its own.
   one = sweep.variant(stacked, 1)
   mask = sweep.variant(masks, 1)
-  state = train.create_state(one, sweep.masked_optimizer(_tx(), mask))
+  state = train.create_state(one, variants.masked_optimizer(_tx(), mask))
   step = jax.jit(
-    train.make_train_step(spec, sweep.masked_optimizer(_tx(), mask))
+    train.make_train_step(spec, variants.masked_optimizer(_tx(), mask))
   )
   for batch in _batches(spec, 3):
     state, _ = step(state, batch)
@@ -213,8 +214,8 @@ def test_vmapped_evaluation_equals_one_model_at_a_time():
   batches[-1]["mask"] = np.array([1, 1, 0, 0], np.float32)
   for b in batches[:-1]:
     b["mask"] = np.ones(4, np.float32)
-  results = sweep.evaluate_variants(spec, stacked, batches)
-  shared = sweep.evaluate_sweep(spec, variables, sw, batches)
+  results = variants.evaluate_variants(spec, stacked, batches)
+  shared = variants.evaluate_sweep(spec, variables, sw, batches)
   for a, b in zip(results, shared, strict=True):
     assert a["accuracy"] == b["accuracy"] and a["examples"] == b["examples"]
     assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)

@@ -116,7 +116,7 @@ def prune_group(
       output channel into the consumer's bias or BatchNorm mean
       (`reconstruct.mean_shift`).
     bn_batches: after surgery, re-estimate every BatchNorm's statistics
-      on up to this many of `batches` (`train.reestimate_batch_norm`);
+      on up to this many of `batches` (`batchnorm.reestimate_batch_norm`);
       `batches` must then be re-iterable (a list or a dataset).
     target: what the kept channels reconstruct: "current", the consumer's
       output in this model (the paper's), or "original", the consumer's
@@ -186,9 +186,9 @@ def prune_group(
     spec, variables, group, keep, scales, shift
   )
   if bn_batches:
-    from thinet_jax import train  # Optax and Orbax only when needed.
+    from thinet_jax import batchnorm
 
-    new_variables = train.reestimate_batch_norm(
+    new_variables = batchnorm.reestimate_batch_norm(
       new_spec, new_variables, batches, bn_batches, progress=progress
     )
 
@@ -355,7 +355,7 @@ def prune_planned(
       reference=reference, **dataclasses.asdict(options),
     )  # fmt: skip
     return model, variables, dataclasses.asdict(rec)
-  from thinet_jax import depgraph, factories, train
+  from thinet_jax import batchnorm, depgraph, factories
 
   traced = model.traced
   group = traced.group(p.name)
@@ -368,7 +368,7 @@ def prune_planned(
   model = factories.pruned(model, new_traced)
   bn = options.bn_batches if "batch_stats" in variables else 0
   if bn:
-    variables = train.reestimate_batch_norm(
+    variables = batchnorm.reestimate_batch_norm(
       model, variables, batches, bn, progress=progress
     )
   after = factories.count(model, image_size)
@@ -456,7 +456,7 @@ def run_procedure(
   Returns:
     (final spec, final variables, one record dict per step).
   """
-  from thinet_jax import rundir, train  # Orbax and Optax only here.
+  from thinet_jax import checkpoints, rundir  # Orbax, Optax only here.
 
   os.makedirs(workdir, exist_ok=True)
   records = []
@@ -468,15 +468,15 @@ def run_procedure(
       step_determinants(context or {}, plans, i, options, seed),
     )
     done_dir = os.path.join(directory, "finetuned")
-    if train.has_checkpoint(done_dir):
-      spec, variables, meta = train.load_model(done_dir)
+    if checkpoints.has_checkpoint(done_dir):
+      spec, variables, meta = checkpoints.load_model(done_dir)
       records.append(meta["extra"])
       if on_step is not None:
         on_step(i, meta["extra"], True)
       continue
     pruned_dir = os.path.join(directory, "pruned")
-    if train.has_checkpoint(pruned_dir):
-      spec, variables, meta = train.load_model(pruned_dir)
+    if checkpoints.has_checkpoint(pruned_dir):
+      spec, variables, meta = checkpoints.load_model(pruned_dir)
       record = meta["extra"]
     else:
       spec, variables, record = prune_planned(
@@ -485,7 +485,7 @@ def run_procedure(
         image_size=image_size, progress=progress,
       )  # fmt: skip
       record["accuracy_pruned"] = evaluate(spec, variables)["accuracy"]
-      train.save_model(pruned_dir, spec, variables, image_size, record)
+      checkpoints.save_model(pruned_dir, spec, variables, image_size, record)
     accuracy = record["accuracy_pruned"]  # No fine-tune: nothing changed.
     if p.finetune_epochs > 0:
       variables = finetune(
@@ -498,7 +498,7 @@ def run_procedure(
       "finetune_epochs": p.finetune_epochs,
       "accuracy_finetuned": accuracy,
     }
-    train.save_model(done_dir, spec, variables, image_size, record)
+    checkpoints.save_model(done_dir, spec, variables, image_size, record)
     records.append(record)
     if on_step is not None:
       on_step(i, record, False)

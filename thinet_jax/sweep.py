@@ -18,21 +18,18 @@ keep count n:
 
 computed from the Gram matrix G for every n in one vmapped solve (see
 `masked_scales`). `error_curve` gives the relative reconstruction error
-e(n) for n = 1..C, which `allocate` uses to choose per-group keep counts for
-a FLOPs (or params) target. `materialize` turns any variant into the real,
-smaller model by surgery; its logits equal the variant's.
-
-Masked variants can be fine-tuned together (`finetune_variants`): the
-optimizer is wrapped in `keep_pruned_zero`, an Optax transform that zeroes
-the gradients and updates of pruned entries, so momentum never builds up on
-them and they stay exactly zero.
+e(n) for n = 1..C (`allocate` turns curves into per-group keep counts).
+`materialize` turns any variant into the real, smaller model by surgery;
+its logits equal the variant's. Evaluating and fine-tuning the variants
+together is the training layer's (`thinet_jax.variants`); this module
+imports no training loop and no Optax.
 
 Example:
 
   >>> group_stats = {n: stats.collect(spec, variables, groups.get(spec, n),
   ...                                 batches(), key=key) for n in names}
   >>> sw = sweep.plan(spec, variables, group_stats, [0.3, 0.5, 0.7])
-  >>> results = sweep.evaluate_sweep(spec, variables, sw, eval_batches())
+  >>> results = variants.evaluate_sweep(spec, variables, sw, eval_batches())
   >>> stacked = sweep.stack_variants(spec, variables, sw)  # to fine-tune
   >>> spec2, variables2 = sweep.materialize(spec, variables, sw, k=1)
 """
@@ -40,19 +37,16 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from thinet_jax import groups as groups_lib
-from thinet_jax import models, profile, select, surgery, train
-from thinet_jax import progress as progress_lib
+from thinet_jax import profile, select, surgery
 from thinet_jax.allocate import CostModel, allocate  # noqa: F401 (public)
 from thinet_jax.solve import (  # noqa: F401 (the sweep's public names)
   error_curve,
@@ -309,178 +303,6 @@ def materialize_variables(
   return spec, variables
 
 
-# --- evaluation and fine-tuning of all variants at once ---------------------
-
-
-@functools.lru_cache(maxsize=16)
-def _vmapped_eval(spec: ModelSpec):
-  return jax.jit(jax.vmap(train.make_eval_step(spec), in_axes=(0, None)))
-
-
-def evaluate_variants(
-  spec: ModelSpec,
-  stacked: dict[str, Any],
-  batches: Iterable[dict[str, np.ndarray]],
-  mesh=None,
-) -> list[dict[str, float]]:
-  """Accuracy, top-5 and loss of every variant: one vmapped call a batch."""
-  mesh = mesh or train.data_mesh()
-  step = _vmapped_eval(spec)
-  return _sum_variants(
-    spec, (step(stacked, train.shard_batch(b, mesh)) for b in batches)
-  )
-
-
-def channel_scales(sw: Sweep) -> dict[str, Any]:
-  """The `channel_scales` collection of the K variants: for every group's
-  consumer, its input scales [K, C] (least squares where kept, 0 where
-  pruned), nested like the consumer's parameter path."""
-  flat = {
-    consumer + models.SCALE_SUFFIX: jnp.asarray(sw.scales[name])
-    for name, consumer in zip(sw.names, sw.consumers, strict=True)
-  }
-  return flax.traverse_util.unflatten_dict(flat, sep="/")
-
-
-@functools.lru_cache(maxsize=16)
-def _scaled_eval(spec: ModelSpec):
-  step = train.make_eval_step(spec)
-
-  def one(params_and_stats, scales, batch):
-    return step({**params_and_stats, models.CHANNEL_SCALES: scales}, batch)
-
-  return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
-
-
-def evaluate_sweep(
-  spec: ModelSpec,
-  variables: dict[str, Any],
-  sw: Sweep,
-  batches: Iterable[dict[str, np.ndarray]],
-  mesh=None,
-) -> list[dict[str, float]]:
-  """`evaluate_variants` of `stack_variants(spec, variables, sw)` without
-  stacking: every variant shares the original kernels, and only the
-  consumers' input channels are scaled per variant (`channel_scales`), so
-  the K forwards run as one K-times larger batch through the same convs
-  (vmapping stacked kernels instead makes XLA run grouped convolutions).
-  The pruned producers still compute, but nothing reads their outputs."""
-  mesh = mesh or train.data_mesh()
-  step = _scaled_eval(spec)
-  scales = channel_scales(sw)
-  return _sum_variants(
-    spec,
-    (step(variables, scales, train.shard_batch(b, mesh)) for b in batches),
-  )
-
-
-def _sum_variants(spec: ModelSpec, sums_per_batch) -> list[dict[str, float]]:
-  totals = None
-  for sums in sums_per_batch:
-    sums = {
-      k: np.asarray(v, np.float64) for k, v in jax.device_get(sums).items()
-    }
-    totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
-  if totals is None:
-    raise ValueError("no eval batches")
-  out = []
-  for k in range(len(totals["count"])):
-    n = max(totals["count"][k], 1.0)
-    row = {
-      "accuracy": totals["top1"][k] / n,
-      "loss": totals["loss"][k] / n,
-      "examples": int(totals["count"][k]),
-    }
-    if spec.num_classes > 5:
-      row["top5"] = totals["top5"][k] / n
-    out.append(row)
-  return out
-
-
-def keep_pruned_zero(mask: Any) -> optax.GradientTransformation:
-  """Multiplies updates by a 0/1 `mask` pytree (shaped like the params).
-
-  Chained before and after an optimizer (`masked_optimizer`), pruned
-  entries get no gradient, no momentum, no weight decay and no update, so
-  they stay exactly zero.
-  """
-
-  def init(params):
-    del params
-    return optax.EmptyState()
-
-  def update(updates, state, params=None):
-    del params
-    return jax.tree.map(
-      lambda u, m: u * m.astype(u.dtype), updates, mask
-    ), state
-
-  return optax.GradientTransformation(init, update)
-
-
-def masked_optimizer(
-  tx: optax.GradientTransformation, mask: Any
-) -> optax.GradientTransformation:
-  """`tx` on the unpruned entries only (see `keep_pruned_zero`)."""
-  return optax.chain(keep_pruned_zero(mask), tx, keep_pruned_zero(mask))
-
-
-def init_variant_states(
-  stacked: dict[str, Any], masks: Any, tx: optax.GradientTransformation
-) -> train.TrainState:
-  """Stacked `TrainState`s [K, ...] for `finetune_variants`."""
-
-  def one(variables, mask):
-    return train.create_state(variables, masked_optimizer(tx, mask))
-
-  return jax.vmap(one)(stacked, masks)
-
-
-def make_variants_step(
-  spec: ModelSpec, tx: optax.GradientTransformation, seed: int = 0
-):
-  """step(states [K], masks [K], batch) -> (states, metrics [K]): one
-  training step of every variant on the same batch, vmapped."""
-
-  def step(states, masks, batch):
-    def one(state, mask):
-      inner = train.make_train_step(spec, masked_optimizer(tx, mask), seed)
-      return inner(state, batch)
-
-    return jax.vmap(one)(states, masks)
-
-  return step
-
-
-def finetune_variants(
-  spec: ModelSpec,
-  stacked: dict[str, Any],
-  masks: Any,
-  batches: Iterable[dict[str, np.ndarray]],
-  tx: optax.GradientTransformation,
-  steps: int,
-  seed: int = 0,
-  progress: bool = True,
-) -> tuple[dict[str, Any], list[dict[str, list[float]]]]:
-  """`steps` training steps of all K variants in one compiled step.
-
-  Returns:
-    (fine-tuned stacked variables, per-step {"loss", "accuracy"} lists).
-  """
-  mesh = train.data_mesh()
-  # The step donates its states: copy, so the caller's arrays survive.
-  states = init_variant_states(jax.tree.map(jnp.array, stacked), masks, tx)
-  step = jax.jit(make_variants_step(spec, tx, seed), donate_argnums=0)
-  it = iter(batches)
-  history = []
-  for _ in progress_lib.bar(
-    range(steps), desc="fine-tune variants", disable=not progress
-  ):
-    states, metrics = step(states, masks, train.shard_batch(next(it), mesh))
-    history.append({k: np.asarray(v).tolist() for k, v in metrics.items()})
-  return train.variables_of(states), history
-
-
 # --- budget allocation ------------------------------------------------------
 
 
@@ -496,131 +318,6 @@ def cost_model(
   )
   traced = factories.graph_of(spec, image_size)
   return depgraph.cost_model(traced, names, example, metric=metric)
-
-
-# --- one sweep per criterion ------------------------------------------------
-
-
-def compare(
-  spec: ModelSpec,
-  variables: dict[str, Any],
-  group_stats: Mapping[str, GroupStats],
-  ratios: Sequence[float],
-  criteria: Sequence[str],
-  eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]],
-  *,
-  image_size: int,
-  least_squares: bool = True,
-  ridge: float = 0.0,
-  key: jax.Array | None = None,
-  allocated: bool = True,
-  finetune: Callable[[dict, Any], dict] | None = None,
-  progress: bool = True,
-) -> dict[str, Any]:
-  """Accuracy against FLOPs for every criterion at every keep ratio.
-
-  One sweep per criterion: the K ratios, shared by all groups, become K
-  masked variants evaluated in one vmapped pass (`evaluate_sweep`): the
-  paper's comparison of selection methods (section 4.1), before
-  fine-tuning. With `allocated`, one
-  more line: ThiNet's orders with per-group keep counts from `allocation`
-  at each thinet variant's FLOPs.
-
-  Args:
-    spec, variables, group_stats: as `plan`.
-    ratios: K keep ratios.
-    criteria: names in `select.CRITERIA`.
-    eval_batches: returns a fresh iterable of eval batches.
-    image_size: for params and FLOPs.
-    least_squares, ridge, key: as `plan`.
-    allocated: add the allocated line ("thinet-allocated").
-    finetune: optional (stacked, masks) -> fine-tuned stacked variables
-      (e.g. `finetune_variants` bound to data); then every variant is
-      evaluated again.
-    progress: print one line per sweep.
-
-  Returns:
-    {"ratios", "baseline": {accuracy, flops, params}, "lines": {label:
-    [{ratio, counts, flops, params, flops_fraction, accuracy, loss,
-    relative_error (mean over groups), accuracy_finetuned?}]}, "curves":
-    {criterion: {group: e(1..C)}}}.
-  """
-  base = profile.count(spec, image_size)
-  baseline = train.evaluate(spec, variables, eval_batches())
-  names = list(group_stats)
-
-  def run(label: str, sw: Sweep) -> list[dict[str, Any]]:
-    results = evaluate_sweep(spec, variables, sw, eval_batches())
-    tuned = None
-    if finetune is not None:
-      stacked = stack_variants(spec, variables, sw)
-      masks = param_masks(spec, variables, sw)
-      tuned = evaluate_variants(spec, finetune(stacked, masks), eval_batches())
-    rows = []
-    for k, (cost, result) in enumerate(
-      zip(sw.costs(spec, image_size), results, strict=True)
-    ):
-      errors = masked_errors_of(sw, group_stats, k)
-      row = {
-        "ratio": float(np.mean(sw.counts[k] / np.asarray(sw.widths))),
-        "counts": {n: int(c) for n, c in zip(names, sw.counts[k], strict=True)},
-        **cost,
-        "flops_fraction": cost["flops"] / base["flops"],
-        "accuracy": result["accuracy"],
-        "loss": result["loss"],
-        "relative_error": float(np.mean(list(errors.values()))),
-      }
-      if tuned is not None:
-        row["accuracy_finetuned"] = tuned[k]["accuracy"]
-      rows.append(row)
-    if progress:
-      accs = ", ".join(f"{r['accuracy']:.3f}" for r in rows)
-      print(f"sweep {label}: accuracy {accs}")
-    return rows
-
-  lines, curves = {}, {}
-  for criterion in criteria:
-    sw = plan(
-      spec, variables, group_stats, ratios, criterion=criterion,
-      least_squares=least_squares, ridge=ridge, key=key,
-    )  # fmt: skip
-    lines[criterion] = run(criterion, sw)
-    curves[criterion] = {
-      n: error_curve(group_stats[n].gram, sw.orders[n], least_squares, ridge)
-      for n in names
-    }
-  if allocated:
-    model = cost_model(spec, names, image_size)
-    uniform = plan(
-      spec, variables, group_stats, ratios, criterion="thinet",
-      least_squares=least_squares, ridge=ridge,
-    )  # fmt: skip
-    thinet_curves = {
-      n: error_curve(group_stats[n].gram, uniform.orders[n], least_squares,
-                     ridge)
-      for n in names
-    }  # fmt: skip
-    counts = []
-    for cost in uniform.costs(spec, image_size):
-      alloc = allocate(thinet_curves, model, cost["flops"] / base["flops"])
-      counts.append([alloc[n] for n in names])
-    sw = plan(
-      spec, variables, group_stats, counts=counts, criterion="thinet",
-      least_squares=least_squares, ridge=ridge,
-    )  # fmt: skip
-    lines["thinet-allocated"] = run("thinet-allocated", sw)
-  return {
-    "ratios": list(ratios),
-    "baseline": {
-      "accuracy": baseline["accuracy"],
-      "flops": base["flops"],
-      "params": base["params"],
-    },
-    "lines": lines,
-    "curves": {
-      c: {n: v.tolist() for n, v in per.items()} for c, per in curves.items()
-    },
-  }
 
 
 def masked_errors_of(

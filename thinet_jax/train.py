@@ -29,36 +29,35 @@ import dataclasses
 import functools
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
-from thinet_jax import checks, nets, rundir, sharding
+from thinet_jax import checks, nets, sharding
 from thinet_jax import progress as progress_lib
-from thinet_jax.nets import Net
-from thinet_jax.spec import ModelSpec
-
-# A preset's spec or any model as a `nets.Net` (`factories` builds those).
-Model = ModelSpec | Net
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything a training step reads and writes."""
-
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
+from thinet_jax.batchnorm import reestimate_batch_norm  # noqa: F401 (public)
+from thinet_jax.checkpoints import (  # noqa: F401 (train's public names)
+  Checkpointer,
+  Model,
+  ModelDirectoryError,
+  SpecMismatchError,
+  TrainState,
+  abstract_variables,
+  create_state,
+  has_checkpoint,
+  load_model,
+  model_keys,
+  model_meta,
+  model_of,
+  save_model,
+  variables_of,
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -154,25 +153,6 @@ def optimizer(
       nesterov=config.nesterov,
     ),
   )
-
-
-def create_state(
-  variables: dict[str, Any], tx: optax.GradientTransformation
-) -> TrainState:
-  params = variables["params"]
-  return TrainState(
-    step=jnp.zeros((), jnp.int32),
-    params=params,
-    batch_stats=variables.get("batch_stats", {}),
-    opt_state=tx.init(params),
-  )
-
-
-def variables_of(state: TrainState) -> dict[str, Any]:
-  out = {"params": state.params}
-  if state.batch_stats:
-    out["batch_stats"] = state.batch_stats
-  return out
 
 
 def _correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
@@ -349,231 +329,6 @@ def evaluate(
   return out
 
 
-def reestimate_batch_norm(
-  spec: Model,
-  variables: dict[str, Any],
-  batches: Iterable[dict[str, np.ndarray]],
-  max_batches: int | None = None,
-  mesh=None,
-  progress: bool = False,
-) -> dict[str, Any]:
-  """Every BatchNorm's running mean and variance, recomputed on `batches`.
-
-  After surgery the running statistics of the layers downstream of a pruned
-  group describe the unpruned network. This replaces them with the
-  statistics of the current model on `batches` (no labels needed): for each
-  BatchNorm, the mean of its per-batch means, and the mean of its per-batch
-  variances plus the variance of the per-batch means (the population
-  variance over equal batches). Each batch's moments come from one
-  train-mode forward pass (BatchNorm normalising by batch statistics, as in
-  training and in PyTorch's BN recalibration), read off the running
-  averages updated from zero. Batches holding padding (a "mask" with
-  zeros) are skipped: a train-mode BatchNorm cannot leave padding out.
-
-  Args:
-    spec, variables: the model; returned unchanged without BatchNorm.
-    batches: dicts with "image" (and optionally "mask"), iterated once.
-    max_batches: use at most this many (unpadded) batches.
-    mesh: data mesh (default: every device); batches are split over it.
-    progress: show a progress bar.
-
-  Returns:
-    variables with new "batch_stats"; "params" are the same objects.
-
-  Raises:
-    ValueError: no unpadded batch was seen.
-  """
-  if not variables.get("batch_stats"):
-    return variables
-  mesh = mesh or data_mesh()
-  net = nets.of(spec)
-  zero = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
-  one = jax.tree.map(jnp.ones_like, variables["batch_stats"])
-
-  @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
-  def moments(params, batch):
-    def update(start):
-      v = {**variables, "params": params, "batch_stats": start}
-      return net.train(v, batch["image"], jax.random.key(0))[1]
-
-    from_zero = update(zero)  # (1 - m) * batch moment
-    if net.bn_rate is not None:
-      rate = jax.tree.map(lambda _: net.bn_rate, from_zero)
-    else:  # Each layer's 1 - m, from one more update starting at ones.
-      rate = jax.tree.map(lambda a, b: 1.0 - (b - a), from_zero, update(one))
-    mask = batch.get("mask", jnp.ones(batch["image"].shape[:1]))
-    return jax.tree.map(lambda v, r: v / r, from_zero, rate), jnp.all(mask > 0)
-
-  flat = flax.traverse_util.flatten_dict(variables["batch_stats"], sep="/")
-  sums = {k: np.zeros(v.shape, np.float64) for k, v in flat.items()}
-  square_means = {
-    k: np.zeros_like(sums[k]) for k in sums if k.endswith("/mean")
-  }
-  n = 0
-  it = progress_lib.bar(
-    batches, total=progress_lib.length(batches, max_batches),
-    desc="BN statistics", unit="batch", disable=not progress,
-  )  # fmt: skip
-  for batch in it:
-    if max_batches is not None and n >= max_batches:
-      break
-    if n == 0 and _stats_unchanged(net, variables, batch["image"]):
-      return variables  # its training mode keeps the running averages
-    batch_moments, unpadded = moments(
-      variables["params"], shard_batch(batch, mesh)
-    )
-    if not bool(unpadded):
-      continue
-    for k, v in flax.traverse_util.flatten_dict(batch_moments, sep="/").items():
-      v = np.asarray(v, np.float64)
-      sums[k] += v
-      if k in square_means:
-        square_means[k] += v**2
-    n += 1
-  if n == 0:
-    raise ValueError(
-      "no unpadded batch to re-estimate BatchNorm statistics on: give at "
-      "least one full batch (batch_size <= the number of images)"
-    )
-  new = {}
-  for k, v in flat.items():
-    mean = sums[k] / n
-    if k.endswith("/var"):
-      batch_means = k[: -len("var")] + "mean"
-      spread = square_means[batch_means] / n - (sums[batch_means] / n) ** 2
-      mean = mean + np.maximum(spread, 0.0)
-    new[k] = jnp.asarray(mean, v.dtype)
-  return {
-    **variables,
-    "batch_stats": flax.traverse_util.unflatten_dict(new, sep="/"),
-  }
-
-
-def _stats_unchanged(net: Net, variables, images) -> bool:
-  """Whether the model's training function returns no BatchNorm
-  statistics (a factory model without a `train` argument)."""
-  out = jax.eval_shape(
-    lambda v, x: net.train(v, x, jax.random.key(0))[1], variables, images
-  )
-  return out is None
-
-
-class Checkpointer:
-  """Orbax CheckpointManager for a TrainState, its ModelSpec and the
-  input iterator position; `restore` needs nothing but the directory."""
-
-  def __init__(self, directory: str, max_to_keep: int = 2):
-    self.directory = os.path.abspath(directory)
-    self.manager = ocp.CheckpointManager(
-      self.directory,
-      options=ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True
-      ),
-    )
-
-  def latest_step(self) -> int | None:
-    return self.manager.latest_step()
-
-  def save(
-    self,
-    state: TrainState,
-    spec: Model,
-    image_size: int,
-    extra: dict | None = None,
-  ) -> None:
-    """Saves at `state.step`; `extra` is any JSON (iterator position...).
-
-    Every process calls it (Orbax writes each host's part); host-local
-    values (NumPy, one device) are first made global, replicated.
-    """
-    step = int(state.step)
-    state = sharding.replicate(state)
-    meta = {
-      **nets.of(spec).meta,  # {"spec": ...} or {"factory": ...}
-      "image_size": image_size,
-      "extra": extra or {},
-    }
-    self.manager.save(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-      ),
-      force=True,
-    )
-
-  def meta(self, step: int | None = None) -> dict[str, Any]:
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    return self.manager.restore(
-      step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
-    ).meta
-
-  def restore(
-    self, tx: optax.GradientTransformation | None = None, step=None
-  ) -> tuple[Model, TrainState, dict]:
-    """(spec, state, extra) of a checkpoint; the shapes come from the spec
-    stored in it. Without `tx` the optimizer state is not restored.
-
-    The state comes back replicated over this run's devices, whatever the
-    devices, hosts or platform that saved it (a model saved on two virtual
-    CPU devices or a GPU restores on one CPU, and the other way round).
-    """
-    step = self.latest_step() if step is None else step
-    meta = self.meta(step)
-    spec = model_of(meta)
-    shapes = abstract_variables(spec, meta["image_size"])
-    abstract = jax.eval_shape(lambda: create_state(shapes, tx or _NO_OPT))
-    replicated = sharding.replicated(sharding.data_mesh())
-    abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-      abstract,
-    )
-    try:
-      restored = self.manager.restore(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)),
-      ).state
-    except (ValueError, KeyError) as e:
-      raise ValueError(
-        f"checkpoint {self.directory} step {step} does not match its own "
-        f"spec or this optimizer: {e}"
-      ) from e
-    return spec, restored, meta["extra"]
-
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
-
-  def close(self) -> None:
-    self.manager.close()
-
-
-_NO_OPT = optax.identity()
-
-
-def abstract_variables(spec: Model, image_size: int) -> dict[str, Any]:
-  """Shapes and dtypes of a model's variables, without allocating them."""
-  return nets.of(spec).abstract(image_size)
-
-
-def model_of(meta: dict[str, Any]) -> Model:
-  """The model a checkpoint's metadata describes: a preset's ModelSpec,
-  or a factory's Net rebuilt with its pruned state."""
-  if "spec" in meta:
-    return ModelSpec.from_dict(meta["spec"])
-  from thinet_jax import factories  # traces the factory's model
-
-  return factories.rebuild(meta)
-
-
-def _model_keys(meta: dict[str, Any]) -> dict[str, Any]:
-  return {k: v for k, v in meta.items() if k not in ("image_size", "extra")}
-
-
-class SpecMismatchError(ValueError):
-  """A checkpoint holds a different model than the one asked for."""
-
-
 def fit(
   spec: Model,
   variables: dict[str, Any],
@@ -628,7 +383,7 @@ def fit(
   iterator = iter(train_data)
   history: list[dict[str, Any]] = []
   if ckpt.latest_step() is not None:
-    stored = _model_keys(ckpt.meta())
+    stored = model_keys(ckpt.meta())
     if stored != nets.of(spec).meta:
       raise SpecMismatchError(
         f"{ckpt.directory} holds a checkpoint of another model "
@@ -726,152 +481,3 @@ def _truncate_metrics(path: str, step: int) -> None:
         kept.append(line)
   with open(path, "w") as f:
     f.writelines(kept)
-
-
-def save_model(
-  directory: str,
-  spec: Model,
-  variables: dict[str, Any],
-  image_size: int,
-  extra: dict | None = None,
-) -> None:
-  """Saves a model (spec + variables, no optimizer) as a checkpoint dir.
-
-  Atomic and repeatable: the model is written under `<directory>.partial`
-  and swapped in whole (`rundir.replace_dir`), replacing a model already
-  there, so a reader (or a run killed and started again) never meets half
-  a model, and saving the same model twice is no error.
-  """
-  main = sharding.is_main_process()
-  tmp = f"{os.path.abspath(directory)}.partial"
-  if main:
-    shutil.rmtree(tmp, ignore_errors=True)
-  sharding.sync(f"save_model start {directory}")
-  ckpt = Checkpointer(tmp, max_to_keep=1)
-  ckpt.save(create_state(variables, _NO_OPT), spec, image_size, extra)
-  ckpt.wait()
-  ckpt.close()
-  sharding.sync(f"save_model written {directory}")
-  if main:
-    rundir.replace_dir(tmp, directory)
-  sharding.sync(f"save_model done {directory}")
-
-
-class ModelDirectoryError(FileNotFoundError):
-  """A path given as a model directory is not a readable model."""
-
-
-def model_meta(directory: str) -> tuple[ModelSpec | None, dict[str, Any]]:
-  """(spec, meta) of a model directory, without reading its variables: what
-  a command checks before it loads anything.
-
-  Raises:
-    ModelDirectoryError: as `load_model`.
-  """
-  ckpt = _open_model(directory)
-  try:
-    meta = _model_meta(ckpt, directory)
-  finally:
-    ckpt.close()
-  spec = ModelSpec.from_dict(meta["spec"]) if "spec" in meta else None
-  return spec, meta
-
-
-def load_model(directory: str) -> tuple[Model, dict[str, Any], dict]:
-  """(spec, variables, meta) of a model directory; needs nothing else.
-
-  Every parameter and statistic is checked to be finite.
-
-  Raises:
-    ModelDirectoryError (a FileNotFoundError): no model directory there, a
-      training checkpoint given instead, or a corrupt or truncated one; the
-      message names the directory (and the parameter) and what to pass.
-    checks.NonFiniteError: a parameter holds NaN or inf (its path named).
-  """
-  ckpt = _open_model(directory)
-  try:
-    meta = _model_meta(ckpt, directory)
-    try:
-      spec, state, _ = ckpt.restore()
-    except Exception as e:  # noqa: BLE001 (any read failure is corruption)
-      raise _corrupt(directory, _parameter_in(str(e)), e) from None
-  finally:
-    ckpt.close()
-  variables = jax.device_get(variables_of(state))
-  checks.check_finite(variables, f"model directory {directory}")
-  return spec, variables, meta
-
-
-_WHAT_A_MODEL_IS = (
-  "a model directory is the 'model' folder written by train.main, "
-  "train.prune or train.convert"
-)
-
-
-def _open_model(directory: str) -> Checkpointer:
-  """A Checkpointer on a directory that looks like a model directory."""
-  if not os.path.exists(directory):
-    raise ModelDirectoryError(
-      f"model directory {directory!r} does not exist; {_WHAT_A_MODEL_IS}"
-    )
-  if not os.path.isdir(directory):
-    raise ModelDirectoryError(
-      f"{directory!r} is a file, not a model directory; {_WHAT_A_MODEL_IS}"
-    )
-  if os.path.isdir(os.path.join(directory, "checkpoints")):
-    raise ModelDirectoryError(
-      f"{directory!r} is a run's workdir, not a model directory; pass its "
-      f"'model' folder ({os.path.join(directory, 'model')})"
-    )
-  ckpt = Checkpointer(directory)
-  if ckpt.latest_step() is None:
-    ckpt.close()
-    raise ModelDirectoryError(
-      f"no checkpoint in {directory!r}; {_WHAT_A_MODEL_IS}"
-    )
-  return ckpt
-
-
-def _model_meta(ckpt: Checkpointer, directory: str) -> dict[str, Any]:
-  try:
-    meta = ckpt.meta()
-  except Exception as e:  # noqa: BLE001
-    raise _corrupt(directory, "its metadata", e) from None
-  if "data" in meta.get("extra", {}):  # fit's checkpoints hold the input.
-    raise ModelDirectoryError(
-      f"{directory!r} is a training checkpoint (optimizer state and input "
-      "position, written during fit), not a model directory; pass the "
-      "'model' folder of that run (<workdir>/model)"
-    )
-  return meta
-
-
-def _parameter_in(message: str) -> str:
-  """The parameter an Orbax/TensorStore error names ('params.conv1_2.kernel'
-  -> 'params/conv1_2/kernel'), else 'a parameter'."""
-  import re
-
-  found = re.search(r"\b((?:params|batch_stats)(?:\.\w+)+)", message)
-  if not found:
-    return "a parameter"
-  return "parameter " + found.group(1).replace(".", "/")
-
-
-def _corrupt(directory: str, what: str, error: Exception):
-  kind = type(error).__name__
-  return ModelDirectoryError(
-    f"model directory {directory!r} is corrupt or truncated: {what} could "
-    f"not be read ({kind}); restore it from a copy or rerun the command "
-    "that wrote it"
-  )
-
-
-def has_checkpoint(directory: str) -> bool:
-  """Whether `directory` holds a finished checkpoint (never creates it)."""
-  if not os.path.isdir(directory):
-    return False
-  ckpt = Checkpointer(directory)
-  try:
-    return ckpt.latest_step() is not None
-  finally:
-    ckpt.close()

@@ -11,11 +11,25 @@ variants of the model, evaluated together by one vmapped forward
 """
 
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import jax
+import numpy as np
 from absl import flags
 
-from thinet_jax import groups, report, sharding, stats, sweep, train
+from thinet_jax import (
+  groups,
+  profile,
+  report,
+  sharding,
+  stats,
+  sweep,
+  train,
+  variants,
+)
+from thinet_jax.spec import ModelSpec
+from thinet_jax.stats import GroupStats
 from train import common
 
 common.define_flags()
@@ -50,13 +64,13 @@ def _sweep(config, workdir, start):
     tx = train.optimizer(ft, run.steps_per_epoch)
 
     def finetune(stacked, masks):
-      tuned, _ = sweep.finetune_variants(
+      tuned, _ = variants.finetune_variants(
         spec, stacked, masks, run.train_data(config.seed + 1), tx,
         config.finetune_steps, seed=config.seed,
       )  # fmt: skip
       return tuned
 
-  result = sweep.compare(
+  result = compare(
     spec, variables, group_stats, list(config.keep_ratios),
     list(config.criteria), run.eval_data, image_size=config.image_size,
     least_squares=config.least_squares, ridge=config.ridge,
@@ -70,6 +84,135 @@ def _sweep(config, workdir, start):
     report.write_sweep(workdir, result)
   print(report.sweep_table(result))
   print(f"sweep: {workdir}/sweep.json, sweep.md, sweep.png")
+
+
+def compare(
+  spec: ModelSpec,
+  variables: dict[str, Any],
+  group_stats: Mapping[str, GroupStats],
+  ratios: Sequence[float],
+  criteria: Sequence[str],
+  eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]],
+  *,
+  image_size: int,
+  least_squares: bool = True,
+  ridge: float = 0.0,
+  key: jax.Array | None = None,
+  allocated: bool = True,
+  finetune: Callable[[dict, Any], dict] | None = None,
+  progress: bool = True,
+) -> dict[str, Any]:
+  """Accuracy against FLOPs for every criterion at every keep ratio.
+
+  One sweep per criterion: the K ratios, shared by all groups, become K
+  masked variants evaluated in one vmapped pass (`variants.evaluate_sweep`): the
+  paper's comparison of selection methods (section 4.1), before
+  fine-tuning. With `allocated`, one
+  more line: ThiNet's orders with per-group keep counts from `sweep.allocate`
+  at each thinet variant's FLOPs.
+
+  Args:
+    spec, variables, group_stats: as `sweep.plan`.
+    ratios: K keep ratios.
+    criteria: names in `select.CRITERIA`.
+    eval_batches: returns a fresh iterable of eval batches.
+    image_size: for params and FLOPs.
+    least_squares, ridge, key: as `sweep.plan`.
+    allocated: add the allocated line ("thinet-allocated").
+    finetune: optional (stacked, masks) -> fine-tuned stacked variables
+      (e.g. `variants.finetune_variants` bound to data); then every variant is
+      evaluated again.
+    progress: print one line per sweep.
+
+  Returns:
+    {"ratios", "baseline": {accuracy, flops, params}, "lines": {label:
+    [{ratio, counts, flops, params, flops_fraction, accuracy, loss,
+    relative_error (mean over groups), accuracy_finetuned?}]}, "curves":
+    {criterion: {group: e(1..C)}}}.
+  """
+  base = profile.count(spec, image_size)
+  baseline = train.evaluate(spec, variables, eval_batches())
+  names = list(group_stats)
+
+  def run(label: str, sw: sweep.Sweep) -> list[dict[str, Any]]:
+    results = variants.evaluate_sweep(spec, variables, sw, eval_batches())
+    tuned = None
+    if finetune is not None:
+      stacked = sweep.stack_variants(spec, variables, sw)
+      masks = sweep.param_masks(spec, variables, sw)
+      tuned = variants.evaluate_variants(
+        spec, finetune(stacked, masks), eval_batches()
+      )
+    rows = []
+    for k, (cost, result) in enumerate(
+      zip(sw.costs(spec, image_size), results, strict=True)
+    ):
+      errors = sweep.masked_errors_of(sw, group_stats, k)
+      row = {
+        "ratio": float(np.mean(sw.counts[k] / np.asarray(sw.widths))),
+        "counts": {n: int(c) for n, c in zip(names, sw.counts[k], strict=True)},
+        **cost,
+        "flops_fraction": cost["flops"] / base["flops"],
+        "accuracy": result["accuracy"],
+        "loss": result["loss"],
+        "relative_error": float(np.mean(list(errors.values()))),
+      }
+      if tuned is not None:
+        row["accuracy_finetuned"] = tuned[k]["accuracy"]
+      rows.append(row)
+    if progress:
+      accs = ", ".join(f"{r['accuracy']:.3f}" for r in rows)
+      print(f"sweep {label}: accuracy {accs}")
+    return rows
+
+  lines, curves = {}, {}
+  for criterion in criteria:
+    sw = sweep.plan(
+      spec, variables, group_stats, ratios, criterion=criterion,
+      least_squares=least_squares, ridge=ridge, key=key,
+    )  # fmt: skip
+    lines[criterion] = run(criterion, sw)
+    curves[criterion] = {
+      n: sweep.error_curve(
+        group_stats[n].gram, sw.orders[n], least_squares, ridge
+      )
+      for n in names
+    }
+  if allocated:
+    model = sweep.cost_model(spec, names, image_size)
+    uniform = sweep.plan(
+      spec, variables, group_stats, ratios, criterion="thinet",
+      least_squares=least_squares, ridge=ridge,
+    )  # fmt: skip
+    thinet_curves = {
+      n: sweep.error_curve(
+        group_stats[n].gram, uniform.orders[n], least_squares, ridge
+      )
+      for n in names
+    }  # fmt: skip
+    counts = []
+    for cost in uniform.costs(spec, image_size):
+      alloc = sweep.allocate(
+        thinet_curves, model, cost["flops"] / base["flops"]
+      )
+      counts.append([alloc[n] for n in names])
+    sw = sweep.plan(
+      spec, variables, group_stats, counts=counts, criterion="thinet",
+      least_squares=least_squares, ridge=ridge,
+    )  # fmt: skip
+    lines["thinet-allocated"] = run("thinet-allocated", sw)
+  return {
+    "ratios": list(ratios),
+    "baseline": {
+      "accuracy": baseline["accuracy"],
+      "flops": base["flops"],
+      "params": base["params"],
+    },
+    "lines": lines,
+    "curves": {
+      c: {n: v.tolist() for n, v in per.items()} for c, per in curves.items()
+    },
+  }
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ CONSUMER_INPUTS = "consumer_inputs"
 PRODUCER_OUTPUTS = "producer_outputs"
 # Optional collection of per-channel multipliers of consumer inputs, named
 # <consumer>_scale: a masked variant of a sweep without touching the kernels
-# (see `sweep.evaluate_sweep`).
+# (see `variants.evaluate_sweep`).
 CHANNEL_SCALES = "channel_scales"
 # Suffixes of the sown names: a sown variable may not share a module's name.
 INPUT_SUFFIX = "_input"
