@@ -21,11 +21,9 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import flax
 import jax
-import numpy as np
 
-from thinet_jax import groups, profile, reconstruct, select, stats, surgery
+from thinet_jax import groups, profile, select
 from thinet_jax.options import TARGETS, PruneOptions
 from thinet_jax.spec import ModelSpec
 
@@ -154,52 +152,31 @@ def prune_group(
       "bn_batches > 0 reads the batches a second time: pass a list or a "
       "dataset, not an iterator"
     )
-  key = jax.random.key(0) if key is None else key
-  stats_key, select_key = jax.random.split(key)
-  group_stats = stats.collect(
-    spec, variables, group, batches, mode=mode, key=stats_key,
-    samples_per_image=samples_per_image, max_batches=max_batches,
-    progress=progress, reference=reference if target == "original" else None,
+  # The graph step on the preset's traced computation (the same code path
+  # as any model's); the spec follows the hand-written group's width.
+  from thinet_jax import depgraph, factories
+
+  traced = factories.graph_of(spec, image_size)
+  ref = None
+  if target == "original":
+    ref = (factories.graph_of(reference[0], image_size), reference[1])
+  options = PruneOptions(
+    criterion=criterion, least_squares=least_squares, ridge=ridge, mode=mode,
+    samples_per_image=samples_per_image, centred=centred, target=target,
   )  # fmt: skip
-  params = flax.traverse_util.flatten_dict(variables["params"], sep="/")
-  inputs = select.SelectionInputs.of(
-    group_stats, params[f"{group.producer}/kernel"], select_key
-  )
-  order = select.removal_order(criterion, inputs)
-  keep = select.keep_indices(order, n_keep)
-  plain, centred_fit = group_stats.target(), group_stats.target(centred=True)
-  fit = centred_fit if centred else plain
-  if least_squares:
-    scales = reconstruct.ridge_scales(
-      np.asarray(fit.gram, np.float32), keep, ridge,
-      np.asarray(fit.cross, np.float32),
-    )  # fmt: skip
-  else:
-    scales = np.ones(n_keep, np.float32)
-  shift = None
-  if centred:
-    shift = reconstruct.mean_shift(
-      group_stats.sums, group_stats.output_counts, keep, scales,
-      group_stats.target_sums,
-    )  # fmt: skip
-  new_spec, new_variables = surgery.prune(
-    spec, variables, group, keep, scales, shift
-  )
+  _, new_variables, rec = depgraph.prune_group(
+    traced, variables, traced.group(group.name), batches, n_keep=n_keep,
+    options=options, key=key, reference=ref, max_batches=max_batches,
+    progress=progress,
+  )  # fmt: skip
+  new_spec = groups.with_width(spec, group, n_keep)
   if bn_batches:
     from thinet_jax import batchnorm
 
     new_variables = batchnorm.reestimate_batch_norm(
       new_spec, new_variables, batches, bn_batches, progress=progress
     )
-
-  def error(t, scales=None):
-    return float(reconstruct.relative_error(t.gram, keep, scales, *t[1:]))
-
-  error_centred = error(centred_fit, scales)
-  if centred:  # What is left after the shift, relative to the target.
-    error_as_pruned = error_centred * centred_fit.norm / plain.norm
-  else:
-    error_as_pruned = error(plain, scales)
+  (scales,) = rec.scales.values()
   before = profile.count(spec, image_size)
   after = profile.count(new_spec, image_size)
   record = PruneRecord(
@@ -210,15 +187,15 @@ def prune_group(
     centred=centred,
     width_before=group.width,
     width_after=n_keep,
-    kept=[int(i) for i in np.asarray(keep)],
-    scales=[float(s) for s in np.asarray(scales)],
-    relative_error=error_as_pruned,
-    relative_error_unscaled=error(plain),
-    relative_error_centred=error_centred,
+    kept=rec.kept,
+    scales=scales,
+    relative_error=rec.relative_error,
+    relative_error_unscaled=rec.relative_error_unscaled,
+    relative_error_centred=rec.relative_error_centred,
     bn_batches=bn_batches if "batch_stats" in new_variables else 0,
     target=target,
-    samples=group_stats.count,
-    images=group_stats.images,
+    samples=rec.samples,
+    images=rec.images,
     params_before=before["params"],
     params_after=after["params"],
     flops_before=before["flops"],
@@ -288,7 +265,7 @@ def plan(
     )
   for r in ratios:
     select.keep_count(1, r)  # validates the range
-  ends = stage_ends(spec) if traced is None else set()
+  ends = stage_ends(spec)
   stage_end_epochs = (
     finetune_epochs if stage_end_epochs is None else stage_end_epochs
   )
@@ -312,24 +289,10 @@ def plan(
   return plans
 
 
-def stage_ends(spec: ModelSpec) -> set[str]:
-  """Names of the groups that end a stage (the last conv before a pool;
-  the branch2b of a stage's last block)."""
-  if spec.family == "vgg":
-    names = iter(spec.vgg_conv_names())
-    ends, last = set(), None
-    for item in spec.layers:
-      if item == "M":
-        ends.add(last)
-      else:
-        last = next(names)
-    return ends | {last}
-  blocks = spec.resnet_block_names()
-  ends, i = set(), 0
-  for n in spec.stage_sizes:
-    i += n
-    ends.add(f"{blocks[i - 1]}/branch2b")
-  return ends
+def stage_ends(model: Any) -> set[str]:
+  """Names of the groups that end a stage: the preset's own
+  (`ModelSpec.stage_ends`); none for any other model."""
+  return model.stage_ends() if isinstance(model, ModelSpec) else set()
 
 
 def prune_planned(

@@ -270,6 +270,26 @@ class ModelSpec:
         names.append(f"res{s + 2}{suffix}")
     return names
 
+  def stage_ends(self) -> set[str]:
+    """Names of the groups that end a stage, where the paper fine-tunes
+    longer: a VGG's last conv before a pool (and its last conv), a
+    ResNet's branch2b of a stage's last block."""
+    if self.family == "vgg":
+      names = iter(self.vgg_conv_names())
+      ends, last = set(), None
+      for item in self.layers:
+        if item == POOL:
+          ends.add(last)
+        else:
+          last = next(names)
+      return ends | {last}
+    blocks = self.resnet_block_names()
+    ends, i = set(), 0
+    for n in self.stage_sizes:
+      i += n
+      ends.add(f"{blocks[i - 1]}/branch2b")
+    return ends
+
 
 def _positive_int(field: str, value: Any, hint: str = "") -> None:
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
