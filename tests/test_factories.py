@@ -153,12 +153,9 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     factories.read_variables(str(path), like)
 
 
-@pytest.mark.slow
-def test_train_prune_to_a_flops_budget_on_a_factory(tmp_path):
-  """--config.budget on an NNX factory: the allocation's counts are the
-  widths pruned, the FLOPs meet the budget, and the first step (the same
-  statistics, keys and options as its error curve) reports the error the
-  allocation predicted for it."""
+def _prune_nnx(tmp_path, *extra):
+  """train.prune on the NNX factory's conv1 and conv2, from random
+  variables in a flax msgpack file; returns the workdir."""
   _, variables = factories.build(NNX, 32, 1)
   path = tmp_path / "nnx.msgpack"
   path.write_bytes(flax.serialization.to_bytes(_random(variables)))
@@ -166,8 +163,18 @@ def test_train_prune_to_a_flops_budget_on_a_factory(tmp_path):
   _command(
     "prune", prune_dir, f"--config.model={NNX}",
     f"--config.init_checkpoint={path}", "--config.groups=('conv1','conv2')",
-    "--config.budget=0.6",
+    *extra,
   )  # fmt: skip
+  return prune_dir
+
+
+@pytest.mark.slow
+def test_train_prune_to_a_flops_budget_on_a_factory(tmp_path):
+  """--config.budget on an NNX factory: the allocation's counts are the
+  widths pruned, the FLOPs meet the budget, and the first step (the same
+  statistics, keys and options as its error curve) reports the error the
+  allocation predicted for it."""
+  prune_dir = _prune_nnx(tmp_path, "--config.budget=0.6")
   report = json.loads((prune_dir / "report.json").read_text())
   allocation = report["allocation"]
   kept = {s["group"]: s["width_after"] for s in report["steps"]}
@@ -247,13 +254,6 @@ def test_train_prune_on_a_linen_factory_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_train_prune_on_an_nnx_factory_from_msgpack(tmp_path):
-  _, variables = factories.build(NNX, 32, 1)
-  path = tmp_path / "nnx.msgpack"
-  path.write_bytes(flax.serialization.to_bytes(_random(variables)))
-  prune_dir = tmp_path / "prune"
-  _command(
-    "prune", prune_dir, f"--config.model={NNX}",
-    f"--config.init_checkpoint={path}", "--config.groups=('conv1','conv2')",
-  )  # fmt: skip
+  prune_dir = _prune_nnx(tmp_path)
   _, _, small = _check_pruned(prune_dir, ("conv1", "conv2"))
   assert small["params"]["conv2"]["kernel"].shape == (3, 3, 4, 8)
