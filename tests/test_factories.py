@@ -153,6 +153,45 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     factories.read_variables(str(path), like)
 
 
+@pytest.mark.slow
+def test_train_sweep_on_a_factory(tmp_path):
+  """train.sweep on the NNX factory's two groups: one line per criterion
+  and the allocated line, each row's counts and FLOPs those of the pruned
+  shapes, the allocated rows within the uniform rows' FLOPs."""
+  _, variables = factories.build(NNX, 32, 1)
+  path = tmp_path / "nnx.msgpack"
+  path.write_bytes(flax.serialization.to_bytes(_random(variables)))
+  common = (
+    f"--config.model={NNX}", f"--config.init_checkpoint={path}",
+    "--config.groups=('conv1','conv2')",
+  )  # fmt: skip
+  with pytest.raises(AssertionError, match="finetune_steps"):
+    _command("sweep", tmp_path / "tuned", *common,
+             config="configs/fmnist_vgg16_sweep.py")  # fmt: skip
+  _command("sweep", tmp_path / "sweep", *common, "--config.finetune_steps=0",
+           config="configs/fmnist_vgg16_sweep.py")  # fmt: skip
+  out = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+  assert list(out["lines"]) == [
+    "thinet", "weight_sum", "apoz", "random", "thinet-allocated"
+  ]  # fmt: skip
+  net, _ = factories.build(NNX, 32, 1)
+  widths = {g.name: g.width for g in net.traced.groups}
+  for label, rows in out["lines"].items():
+    assert len(rows) == len(out["ratios"])
+    for row, ratio in zip(rows, out["ratios"], strict=True):
+      m = net.traced
+      for g, n in row["counts"].items():
+        if label != "thinet-allocated":
+          assert n == max(1, int(widths[g] * ratio))
+        m = depgraph.surgery.prune_shapes(m, m.group(g), np.arange(n))
+      x = jax.ShapeDtypeStruct((1, 32, 32, 1), np.float32)
+      assert row["flops"] == depgraph.count(m, x)["flops"]
+      assert 0 <= row["accuracy"] <= 1
+  for a, u in zip(out["lines"]["thinet-allocated"], out["lines"]["thinet"],
+                  strict=True):  # fmt: skip
+    assert a["flops"] <= u["flops"]
+
+
 def _prune_nnx(tmp_path, *extra):
   """train.prune on the NNX factory's conv1 and conv2, from random
   variables in a flax msgpack file; returns the workdir."""

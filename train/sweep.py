@@ -10,24 +10,29 @@ variants of the model, evaluated together by one vmapped forward
 (accuracy before fine-tuning against FLOPs, one line per criterion).
 """
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from absl import flags
+from absl import app, flags
 
 from thinet_jax import (
+  depgraph,
   groups,
   profile,
   report,
+  select,
   sharding,
   stats,
   sweep,
   train,
   variants,
 )
+from thinet_jax.options import PruneOptions
 from thinet_jax.spec import ModelSpec
 from thinet_jax.stats import GroupStats
 from train import common
@@ -40,14 +45,34 @@ def main(argv):
   config, workdir, start = common.start(argv)
   common.require_checkpoint(config, "train.sweep")
   common.validate_training(config)
-  common.checkpoint_spec(config)
+  model = common.checkpoint_spec(config)
+  if common.spec_of(model) is None and config.finetune_steps > 0:
+    raise app.UsageError(
+      "config.finetune_steps (the vmapped fine-tune of every variant) is "
+      f"for the presets only so far; a model factory ({config.model}) is "
+      "swept before fine-tuning: set config.finetune_steps=0"
+    )
   with common.locked(workdir):
     _sweep(config, workdir, start)
+
+
+def _write(config, workdir, start, result):
+  result["config"] = config.to_dict()
+  result["wall_s"] = time.time() - start
+  result["devices"] = [str(d) for d in jax.devices()]
+  if sharding.is_main_process():
+    report.write_sweep(workdir, result)
+  print(report.sweep_table(result))
+  print(f"sweep: {workdir}/sweep.json, sweep.md, sweep.png")
 
 
 def _sweep(config, workdir, start):
   run = common.setup(config)
   spec, variables = run.spec, run.variables
+  if common.spec_of(spec) is None:  # any model: on its traced computation
+    result = compare_graph(config, run)
+    _write(config, workdir, start, result)
+    return
   names = list(config.groups) or [g.name for g in groups.paper_groups(spec)]
   batches = common.stats_batches(config)
   key = jax.random.key(config.seed)
@@ -77,13 +102,7 @@ def _sweep(config, workdir, start):
     key=jax.random.fold_in(key, 1), allocated=config.allocated,
     finetune=finetune,
   )  # fmt: skip
-  result["config"] = config.to_dict()
-  result["wall_s"] = time.time() - start
-  result["devices"] = [str(d) for d in jax.devices()]
-  if sharding.is_main_process():
-    report.write_sweep(workdir, result)
-  print(report.sweep_table(result))
-  print(f"sweep: {workdir}/sweep.json, sweep.md, sweep.png")
+  _write(config, workdir, start, result)
 
 
 def compare(
@@ -212,6 +231,100 @@ def compare(
     "curves": {
       c: {n: v.tolist() for n, v in per.items()} for c, per in curves.items()
     },
+  }
+
+
+def compare_graph(config, run) -> dict[str, Any]:
+  """`compare` for any model, on its traced computation: every group's
+  statistics once (the unpruned model), then per criterion the K keep
+  ratios as K joint variants (`depgraph.joint_sweep`, each group with the
+  run's options: centred fit, target, least squares), evaluated in one
+  vmapped pass; with `config.allocated`, ThiNet's order with per-group
+  counts from `depgraph.allocation` at each uniform variant's FLOPs."""
+  net, variables = run.spec, run.variables
+  traced = net.traced
+  names = list(config.groups) or [g.name for g in traced.groups]
+  options = PruneOptions(
+    least_squares=config.least_squares, ridge=config.ridge,
+    mode=config.stats_mode, samples_per_image=config.samples_per_image,
+    centred=config.get("centred", False),
+    target=config.get("target", "current"),
+  )  # fmt: skip
+  batches = common.stats_batches(config)
+  key = jax.random.key(config.seed)
+  reference = (traced, variables) if options.target == "original" else None
+  per_group = {
+    n: depgraph.collect(
+      traced, variables, traced.group(n), batches(config.seed),
+      mode=options.mode, key=jax.random.fold_in(key, i),
+      samples_per_image=options.samples_per_image, reference=reference,
+      progress=True,
+    )
+    for i, n in enumerate(names)
+  }  # fmt: skip
+  example = jax.ShapeDtypeStruct(
+    (1, config.image_size, config.image_size, net.in_channels), jnp.float32
+  )
+  base = depgraph.count(traced, example)
+  baseline = train.evaluate(net, variables, run.eval_data())
+  widths = {n: traced.width(traced.group(n)) for n in names}
+  ratios = list(config.keep_ratios)
+  uniform = [
+    {n: select.keep_count(w, r) for n, w in widths.items()} for r in ratios
+  ]
+  select_key = jax.random.fold_in(key, 1)
+  keys = {n: select_key for n in names}
+
+  def run_line(label: str, options: PruneOptions, counts) -> list[dict]:
+    sw = depgraph.joint_sweep(
+      traced, variables, per_group, counts, options, keys
+    )
+    results = variants.evaluate_variants(net, sw.stacked, run.eval_data())
+    rows = []
+    for k, result in enumerate(results):
+      cost = depgraph.count(sw.shapes[k], example)
+      rows.append({
+        "ratio": float(np.mean([sw.counts[k][n] / widths[n] for n in names])),
+        "counts": {n: int(c) for n, c in sw.counts[k].items()},
+        **cost,
+        "flops_fraction": cost["flops"] / base["flops"],
+        "accuracy": result["accuracy"],
+        "loss": result["loss"],
+        "relative_error": float(np.mean(list(sw.errors[k].values()))),
+      })  # fmt: skip
+    print(f"sweep {label}: accuracy "
+          + ", ".join(f"{r['accuracy']:.3f}" for r in rows))  # fmt: skip
+    return rows
+
+  lines, curves = {}, {}
+  for criterion in config.criteria:
+    crit = dataclasses.replace(options, criterion=criterion)
+    lines[criterion] = run_line(criterion, crit, uniform)
+    curves[criterion] = {
+      n: depgraph.error_curve(
+        traced, variables, traced.group(n), per_group[n], crit, select_key
+      ).tolist()
+      for n in names
+    }  # fmt: skip
+  if config.allocated:
+    thinet = dataclasses.replace(options, criterion="thinet")
+    counts = []
+    for row in lines.get("thinet") or run_line("thinet", thinet, uniform):
+      alloc, _ = depgraph.allocation(
+        traced, variables, per_group, row["flops_fraction"], example,
+        metric="flops", options=thinet, keys=keys,
+      )  # fmt: skip
+      counts.append(alloc)
+    lines["thinet-allocated"] = run_line("thinet-allocated", thinet, counts)
+  return {
+    "ratios": ratios,
+    "baseline": {
+      "accuracy": baseline["accuracy"],
+      "flops": base["flops"],
+      "params": base["params"],
+    },  # fmt: skip
+    "lines": lines,
+    "curves": curves,
   }
 
 

@@ -31,10 +31,12 @@ from thinet_jax.depgraph.stats import collect, combine
 from thinet_jax.depgraph.step import Record, prune_group, prune_step
 from thinet_jax.depgraph.surgery import prune
 from thinet_jax.depgraph.sweep import (
+  JointSweep,
   Sweep,
   allocation,
   error_curve,
   evaluate_variants,
+  joint_sweep,
   materialize,
   ratio_sweep,
 )
@@ -60,6 +62,8 @@ __all__ = [
   "Record",
   "Sweep",
   "evaluate_variants",
+  "joint_sweep",
+  "JointSweep",
   "materialize",
   "ratio_sweep",
   "trace",
