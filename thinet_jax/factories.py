@@ -348,10 +348,16 @@ def count(net: nets.Net, image_size: int) -> dict[str, int]:
 
     p = profile.count(net.spec, image_size)
     return {"params": p["params"], "flops": p["flops"]}
-  example = jax.ShapeDtypeStruct(
-    (1, image_size, image_size, net.in_channels), jnp.float32
+  return depgraph.cost.count(net.traced, example(net, image_size))
+
+
+def example(model: Any, image_size: int) -> jax.ShapeDtypeStruct:
+  """One image [1, S, S, C] of a preset's or any Net's input: what traces,
+  costs and counts are taken on."""
+  channels = nets.of(model).in_channels
+  return jax.ShapeDtypeStruct(
+    (1, image_size, image_size, channels), jnp.float32
   )
-  return depgraph.cost.count(net.traced, example)
 
 
 def graph_of(model: Any, image_size: int) -> depgraph.Traced:
@@ -360,10 +366,9 @@ def graph_of(model: Any, image_size: int) -> depgraph.Traced:
   net = nets.of(model)
   if net.traced is not None:
     return net.traced
-  example = jax.ShapeDtypeStruct(
-    (1, image_size, image_size, net.in_channels), jnp.float32
+  return depgraph.trace(
+    net.infer, net.abstract(image_size), example(net, image_size)
   )
-  return depgraph.trace(net.infer, net.abstract(image_size), example)
 
 
 def widths(base: nets.Net, net: nets.Net) -> list[dict[str, Any]]:

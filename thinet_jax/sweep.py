@@ -313,10 +313,8 @@ def cost_model(
   groups: `depgraph.cost_model` on its traced program."""
   from thinet_jax import depgraph, factories
 
-  example = jax.ShapeDtypeStruct(
-    (1, image_size, image_size, spec.in_channels), jnp.float32
-  )
   traced = factories.graph_of(spec, image_size)
+  example = factories.example(spec, image_size)
   return depgraph.cost_model(traced, names, example, metric=metric)
 
 

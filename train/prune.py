@@ -19,14 +19,12 @@ import dataclasses
 import os
 
 import jax
-import jax.numpy as jnp
 from absl import app, flags
 
 from thinet_jax import (
   depgraph,
   factories,
   groups,
-  nets,
   pipeline,
   profile,
   report,
@@ -137,7 +135,7 @@ def validate(config) -> Checked:
       )
     model = depgraph.cost_model(
       factories.graph_of(spec, config.image_size), names,
-      _example(config, spec), metric=config.budget_metric,
+      factories.example(spec, config.image_size), metric=config.budget_metric,
     )  # fmt: skip
     floor = model.cost([1] * len(names)) / model.cost(model.widths)
     if config.budget < floor:
@@ -373,13 +371,6 @@ def _replace_head(config, workdir, spec, variables, batches, finetune,
   return spec, variables, info
 
 
-def _example(config, model) -> jax.ShapeDtypeStruct:
-  """One image's shape: what the cost model counts FLOPs on."""
-  channels = nets.of(model).in_channels
-  size = config.image_size
-  return jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)
-
-
 def _allocate(config, workdir, model, variables, names, batches, method):
   """Keep counts for `config.budget` from every group's error curve on
   the unpruned model, under the run's own options (criterion, least
@@ -399,8 +390,9 @@ def _allocate(config, workdir, model, variables, names, batches, method):
       samples_per_image=method.samples_per_image, reference=reference,
       progress=True,
     )  # fmt: skip
+  example = factories.example(model, config.image_size)
   counts, curves = depgraph.allocation(
-    traced, variables, per_group, config.budget, _example(config, model),
+    traced, variables, per_group, config.budget, example,
     metric=config.budget_metric, options=method, keys=keys,
   )  # fmt: skip
   result = {

@@ -16,12 +16,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
 from thinet_jax import (
+  allocate,
   depgraph,
+  factories,
   groups,
   profile,
   report,
@@ -262,9 +263,7 @@ def compare_graph(config, run) -> dict[str, Any]:
     )
     for i, n in enumerate(names)
   }  # fmt: skip
-  example = jax.ShapeDtypeStruct(
-    (1, config.image_size, config.image_size, net.in_channels), jnp.float32
-  )
+  example = factories.example(net, config.image_size)
   base = depgraph.count(traced, example)
   baseline = train.evaluate(net, variables, run.eval_data())
   widths = {n: traced.width(traced.group(n)) for n in names}
@@ -308,13 +307,17 @@ def compare_graph(config, run) -> dict[str, Any]:
     }  # fmt: skip
   if config.allocated:
     thinet = dataclasses.replace(options, criterion="thinet")
-    counts = []
-    for row in lines.get("thinet") or run_line("thinet", thinet, uniform):
-      alloc, _ = depgraph.allocation(
-        traced, variables, per_group, row["flops_fraction"], example,
-        metric="flops", options=thinet, keys=keys,
-      )  # fmt: skip
-      counts.append(alloc)
+    thinet_curves = curves.get("thinet") or {
+      n: depgraph.error_curve(
+        traced, variables, traced.group(n), per_group[n], thinet, select_key
+      )
+      for n in names
+    }  # fmt: skip
+    costs = depgraph.cost_model(traced, names, example, metric="flops")
+    counts = [
+      allocate.allocate(thinet_curves, costs, row["flops_fraction"])
+      for row in lines.get("thinet") or run_line("thinet", thinet, uniform)
+    ]
     lines["thinet-allocated"] = run_line("thinet-allocated", thinet, counts)
   return {
     "ratios": ratios,
