@@ -384,7 +384,7 @@ def section_sweep_criteria() -> str:
     "criterion all ten groups pruned at once to each keep ratio (least "
     "squares on), test accuracy **before any fine-tuning**. "
     "`thinet-allocated`: per-group counts for the same "
-    "FLOPs from the error curves (`sweep.allocate`)."
+    "FLOPs from the error curves (`depgraph.allocation`)."
   )
   out += ["", report_lib.sweep_table(result), ""]
   devices = len(result["devices"])

@@ -26,10 +26,12 @@ fine-tune's batches). Every finished (method, seed) is kept in
 `<out>.partial`, so an interrupted run resumes.
 
 Statistics are collected once, as `configs/fmnist_vgg16_sweep.py` says (100
-training images per class, 10 samples each); each (group, method) is one
-`sweep.plan` and one `variants.evaluate_sweep`, the K ratios in one vmapped
-pass. Accuracy is on the first `--eval-batches` x 128 test images (default
-10: 1,280 images; every sweep evaluates 7 variants, and there are 70).
+training images per class, 10 samples each; `depgraph.collect` on the
+traced preset); each (group, method) is one `depgraph.joint_sweep` and one
+`variants.evaluate_shared`, the K ratios in one vmapped pass on the
+original kernels. Accuracy is on the first `--eval-batches` x 128 test
+images (default 10: 1,280 images; every sweep evaluates 7 variants, and
+there are 70).
 """
 
 from __future__ import annotations
@@ -48,8 +50,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from thinet_jax import groups, models, profile, stats, sweep, train, variants
+from thinet_jax import (
+  depgraph,
+  factories,
+  groups,
+  models,
+  select,
+  train,
+  variants,
+)
 from thinet_jax import report as report_lib
+from thinet_jax.options import PruneOptions
 
 HERE = pathlib.Path(__file__).resolve().parent
 OUT = HERE / "selection.json"
@@ -67,27 +78,42 @@ SEEDS = (0, 1, 2)  # Where randomness enters: random; every fine-tune.
 FINETUNE_LR = 0.005  # The sweep config's; constant.
 
 
-def per_layer(spec, variables, group_stats, ratios, eval_batches, seeds):
+def joint(setup, names, ratios, criterion, least_squares, seed):
+  """The groups `names` pruned together at each shared keep ratio: one
+  `depgraph.joint_sweep` with the paper's fit (own-output target, no
+  centring); the random criterion keyed by `seed` folded with the group's
+  place in `names`."""
+  traced = setup.traced
+  counts = [
+    {n: select.keep_count(traced.group(n).width, r) for n in names}
+    for r in ratios
+  ]  # fmt: skip
+  options = PruneOptions(criterion=criterion, least_squares=least_squares)
+  key = jax.random.key(seed)
+  keys = {n: jax.random.fold_in(key, g) for g, n in enumerate(names)}
+  per_group = {n: setup.group_stats[n] for n in names}
+  return depgraph.joint_sweep(
+    traced, setup.variables, per_group, counts, options, keys
+  )
+
+
+def per_layer(setup, ratios, seeds):
   """{group: {method: [per seed: {"accuracy": [K], "relative_error": [K]}]}}"""
   out = {}
-  for name, st in group_stats.items():
+  for name in setup.group_stats:
     out[name] = {}
     for method, (criterion, ls) in METHODS.items():
       runs = []
       for seed in seeds if criterion == "random" else seeds[:1]:
-        sw = sweep.plan(
-          spec, variables, {name: st}, ratios, criterion=criterion,
-          least_squares=ls, key=jax.random.key(seed),
-        )  # fmt: skip
-        results = variants.evaluate_sweep(spec, variables, sw, eval_batches())
+        sw = joint(setup, [name], ratios, criterion, ls, seed)
+        results = variants.evaluate_shared(
+          setup.spec, setup.traced, setup.variables, sw, setup.eval_batches()
+        )
         runs.append({
           "seed": seed,
-          "counts": [int(c) for c in sw.counts[:, 0]],
+          "counts": [c[name] for c in sw.counts],
           "accuracy": [r["accuracy"] for r in results],
-          "relative_error": [
-            sweep.masked_errors_of(sw, {name: st}, k)[name]
-            for k in range(len(ratios))
-          ],
+          "relative_error": [e[name] for e in sw.errors],
         })  # fmt: skip
       out[name][method] = runs
       accs = " ".join(f"{a:.3f}" for a in runs[0]["accuracy"])
@@ -125,8 +151,7 @@ def summarise(layers: dict, n_ratios: int) -> dict:
   return out
 
 
-def together(spec, variables, group_stats, ratios, eval_batches, seeds,
-             finetune, image_size, finetune_ratios, partial=None):  # fmt: skip
+def together(setup, ratios, seeds, finetune, finetune_ratios, partial=None):
   """All groups pruned at once by every method, with `seeds[method]`.
 
   `finetune(spec, variables, seed)` returns the fine-tuned variables of
@@ -137,7 +162,9 @@ def together(spec, variables, group_stats, ratios, eval_batches, seeds,
   "flops_fraction" [K], "accuracy" [K], "accuracy_finetuned" [F],
   "relative_error" [K] (mean over groups)}]}.
   """
-  base = profile.count(spec, image_size)["flops"]
+  names = list(setup.group_stats)
+  example = factories.example(setup.spec, setup.image_size)
+  base = depgraph.count(setup.traced, example)["flops"]
   done = {}
   if partial and pathlib.Path(partial).exists():
     done = json.loads(pathlib.Path(partial).read_text())
@@ -150,28 +177,28 @@ def together(spec, variables, group_stats, ratios, eval_batches, seeds,
         out[method].append(previous[0])
         continue
       start = time.perf_counter()
-      sw = sweep.plan(
-        spec, variables, group_stats, ratios, criterion=criterion,
-        least_squares=ls, key=jax.random.key(seed),
-      )  # fmt: skip
-      pruned = variants.evaluate_sweep(spec, variables, sw, eval_batches())
+      sw = joint(setup, names, ratios, criterion, ls, seed)
+      pruned = variants.evaluate_shared(
+        setup.spec, setup.traced, setup.variables, sw, setup.eval_batches()
+      )
       tuned = []
       for ratio in finetune_ratios:  # Real smaller models, one at a time.
-        small = sweep.materialize(spec, variables, sw, ratios.index(ratio))
-        tuned.append(
-          train.evaluate(small[0], finetune(*small, seed), eval_batches())
+        k = ratios.index(ratio)
+        _, small = depgraph.materialize_joint(
+          setup.traced, setup.variables, sw, k
         )
+        small_spec = groups.with_widths(setup.spec, sw.counts[k])
+        tuned.append(train.evaluate(
+          small_spec, finetune(small_spec, small, seed), setup.eval_batches()
+        ))  # fmt: skip
       out[method].append({
         "seed": seed,
-        "counts": sw.counts.tolist(),
-        "flops_fraction": [c["flops"] / base
-                           for c in sw.costs(spec, image_size)],
+        "counts": [[c[n] for n in names] for c in sw.counts],
+        "flops_fraction": [depgraph.count(m, example)["flops"] / base
+                           for m in sw.shapes],
         "accuracy": [r["accuracy"] for r in pruned],
         "accuracy_finetuned": [r["accuracy"] for r in tuned],
-        "relative_error": [
-          statistics.fmean(sweep.masked_errors_of(sw, group_stats, k).values())
-          for k in range(len(ratios))
-        ],
+        "relative_error": [statistics.fmean(e.values()) for e in sw.errors],
         "wall_s": time.perf_counter() - start,
       })  # fmt: skip
       run = out[method][-1]
@@ -224,10 +251,24 @@ def markdown(result: dict, key: str = "accuracy") -> str:
 class Setup(NamedTuple):
   spec: Any
   variables: dict
-  group_stats: dict
+  group_stats: dict  # group -> {consumer: GroupStats} (`depgraph.collect`)
   eval_batches: Callable[[], list]  # a fresh iterable of test batches
   train_batches: Callable[[int], Iterator]  # seed -> endless train batches
   image_size: int
+  traced: Any  # the preset's traced inference function
+
+
+def _collect(spec, variables, image_size, batches, key, **kw):
+  """(traced model, every paper group's statistics), key folded per group."""
+  traced = factories.graph_of(spec, image_size)
+  names = [g.name for g in groups.paper_groups(spec)]
+  return traced, {
+    n: depgraph.collect(
+      traced, variables, traced.group(n), batches(),
+      key=jax.random.fold_in(key, i), **kw,
+    )
+    for i, n in enumerate(names)
+  }  # fmt: skip
 
 
 def _quick_setup() -> Setup:
@@ -242,14 +283,14 @@ def _quick_setup() -> Setup:
   labels = rng.integers(0, 10, 32).astype(np.int32)
   batches = [{"image": images[i : i + 16], "label": labels[i : i + 16]}
              for i in (0, 16)]  # fmt: skip
-  names = [g.name for g in groups.paper_groups(spec)][:2]
-  group_stats = stats.collect_groups(
-    spec, variables, names, lambda: [{"image": images}], progress=False
+  traced, group_stats = _collect(
+    spec, variables, size, lambda: [{"image": images}], jax.random.key(0)
   )
+  group_stats = dict(list(group_stats.items())[:2])
   return Setup(
     spec, variables, group_stats, lambda: batches,
     lambda seed: itertools.cycle(batches[seed % 2 :] + batches[: seed % 2]),
-    size,
+    size, traced,
   )  # fmt: skip
 
 
@@ -262,16 +303,16 @@ def _setup(eval_batches: int) -> Setup:
   config = fmnist_vgg16_sweep.get_config()
   config.eval_batches = eval_batches
   run = common.setup(config)
-  names = [g.name for g in groups.paper_groups(run.spec)]
   batches = common.stats_batches(config)
-  group_stats = stats.collect_groups(
-    run.spec, run.variables, names, lambda: batches(config.seed),
-    key=jax.random.key(config.seed), mode=config.stats_mode,
-    samples_per_image=config.samples_per_image,
+  traced, group_stats = _collect(
+    run.spec, run.variables, config.image_size, lambda: batches(config.seed),
+    jax.random.key(config.seed), mode=config.stats_mode,
+    samples_per_image=config.samples_per_image, progress=True,
   )  # fmt: skip
   return Setup(
     run.spec, run.variables, group_stats, run.eval_data,
     lambda seed: run.train_data(config.seed + 1 + seed), config.image_size,
+    traced,
   )  # fmt: skip
 
 
@@ -366,9 +407,9 @@ def main() -> None:
       for m, (c, _) in METHODS.items()
     }
     runs = together(
-      spec, variables, group_stats, list(ratios), setup.eval_batches,
-      method_seeds, make_finetune(setup, args.finetune_steps),
-      setup.image_size, args.finetune_ratios, partial=out + ".partial",
+      setup, list(ratios), method_seeds,
+      make_finetune(setup, args.finetune_steps), args.finetune_ratios,
+      partial=out + ".partial",
     )  # fmt: skip
     pathlib.Path(out + ".partial").unlink(missing_ok=True)
     result |= {
@@ -381,9 +422,7 @@ def main() -> None:
       "summary": summarise_together(runs),
     }
   else:
-    layers = per_layer(
-      spec, variables, group_stats, ratios, setup.eval_batches, seeds
-    )
+    layers = per_layer(setup, list(ratios), seeds)
     result |= {"layers": layers, "summary": summarise(layers, len(ratios))}
   result["command"] = command
   result["wall_s"] = time.perf_counter() - start

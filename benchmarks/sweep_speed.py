@@ -8,15 +8,16 @@ ratios. Timed, after compilation, over the same eval batches (median of a
 few passes):
 
 * `shared`: all K variants in one jitted `jax.vmap` over the consumers'
-  input scales only, kernels shared (`variants.evaluate_sweep`): one K-times
-  larger batch;
+  input scales only, kernels shared (`variants.evaluate_shared`, on the
+  traced program): one K-times larger batch;
 * `vmapped`: all K stacked masked variants in one jitted `jax.vmap`-ed
   forward (`variants.evaluate_variants`), as fine-tuned variants need;
 * `one_variant`: one masked variant, a plain forward (`train.evaluate`);
 * `loop_masked`: the K masked variants one after another (K x one_variant);
 * `loop_materialised`: the K real, smaller models one after another
-  (`sweep.materialize`), steady state, plus the compile time each of them
-  needs (every width is a new shape; the vmapped sweep compiles once).
+  (`depgraph.materialize_joint`), steady state, plus the compile time
+  each of them needs (every width is a new shape; the vmapped sweep
+  compiles once).
 
 The ratio loop / vmapped says what one larger batch buys on this machine.
 """
@@ -32,8 +33,18 @@ import jax
 import numpy as np
 import quick_model
 
-from thinet_jax import data, groups, models, stats, sweep, train, variants
+from thinet_jax import (
+  data,
+  depgraph,
+  factories,
+  groups,
+  models,
+  select,
+  train,
+  variants,
+)
 from thinet_jax import report as report_lib
+from thinet_jax.options import PruneOptions
 
 OUT = pathlib.Path(__file__).resolve().parent / "sweep_speed.json"
 BASELINE = "baselines/vgg16-fmnist"
@@ -49,17 +60,26 @@ def _timed(fn, repeat: int) -> float:
 
 
 def run(spec, variables, ratios, batches, repeat) -> dict:
+  size = batches[0]["image"].shape[1]
+  traced = factories.graph_of(spec, size)
   names = [g.name for g in groups.paper_groups(spec)]
   stats_batch = [{"image": batches[0]["image"]}]
-  group_stats = stats.collect_groups(
-    spec, variables, names, lambda: stats_batch, progress=False
+  per_group = {
+    n: depgraph.collect(traced, variables, traced.group(n), stats_batch)
+    for n in names
+  }  # fmt: skip
+  counts = [
+    {n: select.keep_count(traced.group(n).width, r) for n in names}
+    for r in ratios
+  ]  # fmt: skip
+  sw = depgraph.joint_sweep(
+    traced, variables, per_group, counts, PruneOptions()
   )
-  sw = sweep.plan(spec, variables, group_stats, ratios)
-  stacked = sweep.stack_variants(spec, variables, sw)
-  first = sweep.variant(stacked, 0)
+  stacked = depgraph.stack(traced, variables, sw)
+  first = jax.tree.map(lambda x: x[0], stacked)
 
   def shared():
-    return variants.evaluate_sweep(spec, variables, sw, batches)
+    return variants.evaluate_shared(spec, traced, variables, sw, batches)
 
   def vmapped():
     return variants.evaluate_variants(spec, stacked, batches)
@@ -72,7 +92,11 @@ def run(spec, variables, ratios, batches, repeat) -> dict:
   t_vmapped = _timed(vmapped, repeat)
   t_one = _timed(one_variant, repeat)
   materialised = [
-    sweep.materialize(spec, variables, sw, k) for k in range(len(ratios))
+    (
+      groups.with_widths(spec, sw.counts[k]),
+      depgraph.materialize_joint(traced, variables, sw, k)[1],
+    )
+    for k in range(len(ratios))
   ]
   compile_s, steady_s = 0.0, 0.0
   for small_spec, small_vars in materialised:

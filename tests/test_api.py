@@ -119,7 +119,7 @@ METHOD = (
   "thinet_jax.select", "thinet_jax.reconstruct", "thinet_jax.solve",
   "thinet_jax.stats", "thinet_jax.options", "thinet_jax.groups",
   "thinet_jax.surgery", "thinet_jax.profile", "thinet_jax.depgraph",
-  "thinet_jax.sweep", "thinet_jax.allocate",
+  "thinet_jax.allocate",
 )  # fmt: skip
 TRAINING = (
   "thinet_jax.train", "thinet_jax.variants", "thinet_jax.checkpoints",

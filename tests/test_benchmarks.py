@@ -145,7 +145,8 @@ def test_selection_quick_matches_a_materialised_pruned_model(tmp_path):
 
   spec, variables, group_stats, eval_batches = selection._quick_setup()[:4]
   assert list(report["layers"]) == list(group_stats)
-  for name, st in group_stats.items():
+  for name, per_consumer in group_stats.items():
+    (st,) = per_consumer.values()  # a VGG group has one consumer
     group = groups.get(spec, name)
     order = select.greedy_order(st.gram)
     for k, ratio in enumerate(report["ratios"]):
@@ -185,7 +186,8 @@ def test_selection_together_quick_prunes_all_groups_for_real(tmp_path):
   assert report["finetune_steps"] == 2
   for k, ratio in enumerate(report["ratios"]):
     small = spec, variables
-    for name, st in group_stats.items():
+    for name, per_consumer in group_stats.items():
+      (st,) = per_consumer.values()
       group = groups.get(small[0], name)
       keep = select.keep_indices(
         select.greedy_order(st.gram), select.keep_count(group.width, ratio)

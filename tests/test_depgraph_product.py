@@ -129,7 +129,10 @@ def test_joint_sweep_variants_equal_the_groups_pruned_in_turn(name):
     {g.name: max(1, g.width // 4) for g in groups},
   ]
   sw = depgraph.joint_sweep(model, variables, per_group, counts, options)
-  logits = depgraph.evaluate_variants(model, sw.stacked, x)
+  stacked = depgraph.stack(model, variables, sw)
+  logits = depgraph.evaluate_variants(model, stacked, x)
+  shared = depgraph.evaluate_shared(model, variables, sw, x)
+  np.testing.assert_allclose(shared, logits, rtol=1e-5, atol=1e-5)
   for k in range(len(counts)):
     m, v = model, variables
     for g in groups:
@@ -141,3 +144,27 @@ def test_joint_sweep_variants_equal_the_groups_pruned_in_turn(name):
       m, v = depgraph.prune(m, v, m.group(g.name), keep, scales, shift)
     np.testing.assert_allclose(logits[k], m.apply(v, x), rtol=1e-5, atol=1e-5)
     assert depgraph.count(sw.shapes[k], x) == depgraph.count(m, x)
+    small, small_vars = depgraph.materialize_joint(model, variables, sw, k)
+    np.testing.assert_allclose(
+      small.apply(small_vars, x), logits[k], rtol=1e-5, atol=1e-5
+    )
+    # A masked variant (as fine-tuned) sliced without rescaling again.
+    variant = jax.tree.map(lambda a, k=k: a[k], stacked)
+    small, small_vars = depgraph.materialize_joint(
+      model, variant, sw, k, rescale=False
+    )
+    np.testing.assert_allclose(
+      small.apply(small_vars, x), logits[k], rtol=1e-5, atol=1e-5
+    )
+    masks = jax.tree.map(
+      lambda a, k=k: np.asarray(a[k]),
+      depgraph.param_masks(model, variables, sw),
+    )
+    # Zero exactly where the variant's params are zero and the original's
+    # are not (the removed consumer rows).
+    for mask, got, orig in zip(
+      jax.tree.leaves(masks), jax.tree.leaves(variant["params"]),
+      jax.tree.leaves(variables["params"]), strict=True,
+    ):  # fmt: skip
+      removed = (np.asarray(got) == 0) & (np.asarray(orig) != 0)
+      np.testing.assert_array_equal(mask == 0, removed)

@@ -8,7 +8,7 @@ convolution and dense layer costs input width x output width x a
 constant). `allocate` removes channels one at a time where the error added
 per unit of cost saved is smallest, until the target is met.
 
-  >>> model = depgraph.cost_model(traced, names, x)      # or sweep.cost_model
+  >>> model = depgraph.cost_model(traced, names, x)
   >>> counts = allocate(curves, model, target=0.5)       # name -> keep count
 """
 
@@ -32,10 +32,9 @@ class CostModel:
       cost(W - d) = base - sum_g a_g d_g + 1/2 sum_{g,h} b_gh d_g d_h
 
   b_gg is zero unless one layer reads and writes the same group (a layer
-  applied to its own output). The presets' model (`sweep.cost_model`)
-  reads a and b off `profile.count` at W, W + e_g and W + e_g + e_h;
-  the graph's (`depgraph.cost_model`) off the traced program with one or
-  two channels removed.
+  applied to its own output). `depgraph.cost_model` reads a and b off
+  the traced program (a preset's or any model's) with one or two
+  channels removed.
   """
 
   names: tuple[str, ...]

@@ -171,3 +171,11 @@ def with_width(spec: ModelSpec, group: Group, width: int) -> ModelSpec:
   blocks = [list(p) for p in spec.block_widths]
   blocks[b][j] = width
   return spec.replace(block_widths=tuple(tuple(p) for p in blocks))
+
+
+def with_widths(spec: ModelSpec, widths: dict[str, int]) -> ModelSpec:
+  """The spec with every named group at its width (group name -> width):
+  the spec of a model the graph pruned to these widths."""
+  for name, width in widths.items():
+    spec = with_width(spec, get(spec, name), int(width))
+  return spec

@@ -108,7 +108,7 @@ def prune_group(
     max_batches: statistics batches to use.
     progress: show a progress bar.
     n_keep: keep exactly this many channels instead (e.g. from
-      `sweep.allocate`); `keep_ratio` is then ignored.
+      `allocate`); `keep_ratio` is then ignored.
     centred: BatchNorm-aware reconstruction: fit the scales on the centred
       statistics (`stats.centred_gram`) and fold the lost mean of every
       output channel into the consumer's bias or BatchNorm mean
@@ -238,7 +238,7 @@ def plan(
     stage_end_epochs: fine-tuning after the last group of a stage (the
       group before a pool, or the 2b of a stage's last block; paper: 2
       epochs); default `finetune_epochs`.
-    keep_counts: name -> exact keep count (`sweep.allocate`), overriding
+    keep_counts: name -> exact keep count (`allocate`), overriding
       `keep_ratio` for the groups it names.
   """
   traced = getattr(spec, "traced", None)  # a nets.Net of any model

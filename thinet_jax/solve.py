@@ -4,7 +4,7 @@ A criterion's removal order answers every keep count (`select`): the kept
 set of n channels is the order's last n, a 0/1 mask. Here K masks are
 solved in one vmapped call (`masked_scales`), their errors read off the
 Gram matrix (`masked_errors`), and `error_curve` gives e(n) for every n,
-which budget allocation (`sweep.allocate`) and ratio sweeps use. Each
+which budget allocation (`allocate`) and ratio sweeps use. Each
 works for the paper's target (the consumer's own output: cross = G 1,
 norm = 1^T G 1) and for any other target in Gram form (`stats.Target`:
 the centred problem, the unpruned model's output), so a curve describes

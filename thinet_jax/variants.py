@@ -1,101 +1,98 @@
 """Masked variants evaluated and fine-tuned together (training layer).
 
-A sweep's K variants (`sweep.plan`, `sweep.stack_variants`) share the
-model's shapes, so one jitted `vmap` evaluates them all
-(`evaluate_variants` on stacked variables; `evaluate_sweep` with the
-shared kernel and only per-variant channel scales), and one vmapped train
-step fine-tunes them all (`finetune_variants`): the optimizer is wrapped
-in `keep_pruned_zero`, an Optax transform that zeroes the gradients and
+A sweep's K variants (`depgraph.joint_sweep`) share the model's shapes,
+so one jitted `vmap` evaluates them all (`evaluate_variants` on the
+stacked variables of `depgraph.stack`; `evaluate_shared` on the original
+kernels with per-variant input scales), and one vmapped train step
+fine-tunes them all (`finetune_variants`): the optimizer is wrapped in
+`keep_pruned_zero`, an Optax transform that zeroes the gradients and
 updates of pruned entries, so momentum never builds up on them and they
 stay exactly zero.
 
-  >>> results = variants.evaluate_sweep(spec, variables, sw, eval_batches())
-  >>> stacked = sweep.stack_variants(spec, variables, sw)
+  >>> results = variants.evaluate_shared(spec, traced, variables, sw,
+  ...                                    eval_batches())
+  >>> stacked = depgraph.stack(traced, variables, sw)
   >>> tuned, history = variants.finetune_variants(
-  ...     spec, stacked, sweep.param_masks(spec, variables, sw), data, tx, 100)
+  ...     spec, stacked, depgraph.param_masks(traced, variables, sw), data,
+  ...     tx, 100)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterable
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from thinet_jax import models, train
+from thinet_jax import depgraph, nets, train
 from thinet_jax import progress as progress_lib
-from thinet_jax.spec import ModelSpec
-from thinet_jax.sweep import Sweep, variant  # noqa: F401
+from thinet_jax.checkpoints import Model
 
 
 @functools.lru_cache(maxsize=16)
-def _vmapped_eval(spec: ModelSpec):
-  return jax.jit(jax.vmap(train.make_eval_step(spec), in_axes=(0, None)))
+def _vmapped_eval(model: Model):
+  return jax.jit(jax.vmap(train.make_eval_step(model), in_axes=(0, None)))
 
 
 def evaluate_variants(
-  spec: ModelSpec,
+  model: Model,
   stacked: dict[str, Any],
   batches: Iterable[dict[str, np.ndarray]],
   mesh=None,
 ) -> list[dict[str, float]]:
   """Accuracy, top-5 and loss of every variant: one vmapped call a batch."""
   mesh = mesh or train.data_mesh()
-  step = _vmapped_eval(spec)
+  step = _vmapped_eval(model)
   return _sum_variants(
-    spec, (step(stacked, train.shard_batch(b, mesh)) for b in batches)
+    model, (step(stacked, train.shard_batch(b, mesh)) for b in batches)
   )
 
 
-def channel_scales(sw: Sweep) -> dict[str, Any]:
-  """The `channel_scales` collection of the K variants: for every group's
-  consumer, its input scales [K, C] (least squares where kept, 0 where
-  pruned), nested like the consumer's parameter path."""
-  flat = {
-    consumer + models.SCALE_SUFFIX: jnp.asarray(sw.scales[name])
-    for name, consumer in zip(sw.names, sw.consumers, strict=True)
-  }
-  return flax.traverse_util.unflatten_dict(flat, sep="/")
-
-
-@functools.lru_cache(maxsize=16)
-def _scaled_eval(spec: ModelSpec):
-  step = train.make_eval_step(spec)
-
-  def one(params_and_stats, scales, batch):
-    return step({**params_and_stats, models.CHANNEL_SCALES: scales}, batch)
-
-  return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
-
-
-def evaluate_sweep(
-  spec: ModelSpec,
+def evaluate_shared(
+  model: Model,
+  traced: depgraph.Traced,
   variables: dict[str, Any],
-  sw: Sweep,
+  sw: depgraph.JointSweep,
   batches: Iterable[dict[str, np.ndarray]],
   mesh=None,
 ) -> list[dict[str, float]]:
-  """`evaluate_variants` of `stack_variants(spec, variables, sw)` without
-  stacking: every variant shares the original kernels, and only the
-  consumers' input channels are scaled per variant (`channel_scales`), so
-  the K forwards run as one K-times larger batch through the same convs
-  (vmapping stacked kernels instead makes XLA run grouped convolutions).
-  The pruned producers still compute, but nothing reads their outputs."""
+  """`evaluate_variants` of `depgraph.stack(traced, variables, sw)`
+  without stacking: every variant shares the original kernels and only
+  the consumers' inputs are scaled per variant (`depgraph.shared_apply`),
+  so the K forwards run as one K-times larger batch through the same
+  convolutions (vmapping stacked kernels makes XLA run grouped
+  convolutions instead).
+
+  Args:
+    model: the preset's spec or the Net (for its class count).
+    traced: its traced inference function (`factories.graph_of`), the
+      one the sweep was planned on.
+  """
   mesh = mesh or train.data_mesh()
-  step = _scaled_eval(spec)
-  scales = channel_scales(sw)
+  sh = depgraph.shared(traced, variables, sw)
+  net = nets.of(model)
+
+  def infer(v, images):
+    return depgraph.shared_apply(traced, v[0], sh.sites, v[1], v[2], images)
+
+  step = jax.jit(
+    jax.vmap(
+      train.make_eval_step(dataclasses.replace(net, infer=infer)),
+      in_axes=((None, 0, 0), None),
+    )
+  )
+  shared = (variables, sh.factors, sh.leaves)
   return _sum_variants(
-    spec,
-    (step(variables, scales, train.shard_batch(b, mesh)) for b in batches),
+    net, (step(shared, train.shard_batch(b, mesh)) for b in batches)
   )
 
 
-def _sum_variants(spec: ModelSpec, sums_per_batch) -> list[dict[str, float]]:
+def _sum_variants(model: Model, sums_per_batch) -> list[dict[str, float]]:
   totals = None
   for sums in sums_per_batch:
     sums = {
@@ -112,7 +109,7 @@ def _sum_variants(spec: ModelSpec, sums_per_batch) -> list[dict[str, float]]:
       "loss": totals["loss"][k] / n,
       "examples": int(totals["count"][k]),
     }
-    if spec.num_classes > 5:
+    if nets.of(model).num_classes > 5:
       row["top5"] = totals["top5"][k] / n
     out.append(row)
   return out
@@ -158,14 +155,14 @@ def init_variant_states(
 
 
 def make_variants_step(
-  spec: ModelSpec, tx: optax.GradientTransformation, seed: int = 0
+  model: Model, tx: optax.GradientTransformation, seed: int = 0
 ):
   """step(states [K], masks [K], batch) -> (states, metrics [K]): one
   training step of every variant on the same batch, vmapped."""
 
   def step(states, masks, batch):
     def one(state, mask):
-      inner = train.make_train_step(spec, masked_optimizer(tx, mask), seed)
+      inner = train.make_train_step(model, masked_optimizer(tx, mask), seed)
       return inner(state, batch)
 
     return jax.vmap(one)(states, masks)
@@ -174,7 +171,7 @@ def make_variants_step(
 
 
 def finetune_variants(
-  spec: ModelSpec,
+  model: Model,
   stacked: dict[str, Any],
   masks: Any,
   batches: Iterable[dict[str, np.ndarray]],
@@ -191,7 +188,7 @@ def finetune_variants(
   mesh = train.data_mesh()
   # The step donates its states: copy, so the caller's arrays survive.
   states = init_variant_states(jax.tree.map(jnp.array, stacked), masks, tx)
-  step = jax.jit(make_variants_step(spec, tx, seed), donate_argnums=0)
+  step = jax.jit(make_variants_step(model, tx, seed), donate_argnums=0)
   it = iter(batches)
   history = []
   for _ in progress_lib.bar(

@@ -13,13 +13,25 @@ Layers: `program` (the flat traced program and its evaluator), `rules`
 out), `run` (the pruned program), `model` (entry points), `stats`
 (consumers' Gram matrices), `surgery` (slicing and folding), `step`
 (one ThiNet step: statistics, selection, least squares, surgery),
-`sweep` (masked variants, error curves, allocation), `cost` (params and
+`sweep` (masked variants of one group, error curves, allocation), `joint`
+(several groups in K variants, shared-kernel evaluation), `cost` (params and
 FLOPs read off the program, the allocation's cost model).
 """
 
 from thinet_jax.depgraph import cost
 from thinet_jax.depgraph.cost import cost_model, count
 from thinet_jax.depgraph.graph import Consumer, Graph, Group, LeftOut, Member
+from thinet_jax.depgraph.joint import (
+  JointSweep,
+  Shared,
+  evaluate_shared,
+  joint_sweep,
+  materialize_joint,
+  param_masks,
+  shared,
+  shared_apply,
+  stack,
+)
 from thinet_jax.depgraph.model import (
   Traced,
   nnx_module,
@@ -31,12 +43,10 @@ from thinet_jax.depgraph.stats import collect, combine
 from thinet_jax.depgraph.step import Record, prune_group, prune_step
 from thinet_jax.depgraph.surgery import prune
 from thinet_jax.depgraph.sweep import (
-  JointSweep,
   Sweep,
   allocation,
   error_curve,
   evaluate_variants,
-  joint_sweep,
   materialize,
   ratio_sweep,
 )
@@ -62,8 +72,15 @@ __all__ = [
   "Record",
   "Sweep",
   "evaluate_variants",
+  "evaluate_shared",
   "joint_sweep",
   "JointSweep",
+  "materialize_joint",
+  "param_masks",
+  "Shared",
+  "shared",
+  "shared_apply",
+  "stack",
   "materialize",
   "ratio_sweep",
   "trace",

@@ -235,6 +235,7 @@ def evaluate(
   capture: Sequence[int] = (),
   params_of: Callable[[int, Eqn, list], dict] | None = None,
   consts: dict[int, Any] | None = None,
+  inputs_of: Callable[[int, Eqn, list], list] | None = None,
 ) -> tuple[list, dict[int, Any]]:
   """Runs a program on flat inputs (traceable).
 
@@ -244,6 +245,8 @@ def evaluate(
     capture: value ids whose values to return beside the outputs.
     params_of: replaces an equation's parameters (pruned shapes).
     consts: replaces the program's constants (pruned constants).
+    inputs_of: replaces an equation's input values (`inputs_of(i, eqn,
+      values)`; a sweep's shared-kernel variants scale a consumer's input).
 
   Returns:
     (flat outputs, {captured id: value}).
@@ -257,6 +260,8 @@ def evaluate(
 
   for i, eqn in enumerate(program.eqns):
     values = [read(a) for a in eqn.inputs]
+    if inputs_of is not None:
+      values = inputs_of(i, eqn, values)
     params = eqn.params if params_of is None else params_of(i, eqn, values)
     out = eqn.primitive.bind(*values, **params)
     outs = out if eqn.primitive.multiple_results else [out]

@@ -36,7 +36,6 @@ from thinet_jax.depgraph.surgery import (
   add_shifts,
   flat_leaves,
   prune,
-  prune_shapes,
 )
 from thinet_jax.options import PruneOptions
 from thinet_jax.stats import GroupStats
@@ -226,61 +225,3 @@ def allocation(
   }  # fmt: skip
   costs = cost_model(model, list(per_group), *example, metric=metric)
   return allocate_lib.allocate(curves, costs, target), curves
-
-
-@dataclasses.dataclass(frozen=True)
-class JointSweep:
-  """K variants with several groups pruned together, all from the
-  unpruned model's statistics: per variant, each group's keep count,
-  kept set and mean relative error, and the K masked variables stacked
-  on a leading axis (`evaluate_variants`), plus the pruned model's
-  shapes (`shapes[k]`, for counting its params and FLOPs)."""
-
-  names: list[str]
-  counts: list[dict[str, int]]
-  keeps: list[dict[str, np.ndarray]]
-  errors: list[dict[str, float]]
-  stacked: Any
-  shapes: list[Traced]
-
-
-def joint_sweep(
-  model: Traced,
-  variables: Any,
-  per_group: dict[str, dict[str, GroupStats]],
-  counts: list[dict[str, int]],
-  options: PruneOptions = PruneOptions(mode="exhaustive"),
-  keys: dict[str, jax.Array] | None = None,
-) -> JointSweep:
-  """Every group of `per_group` pruned at `counts[k][name]` channels in
-  variant k: one removal order per group (the criterion's, as
-  `prune_step`), each kept set's own least squares and mean shift, the
-  groups' masks composed (each multiplies its consumers' input rows, so
-  the groups do not interfere); a variant is the model the groups' steps
-  would build one after another from these statistics."""
-  options.check()
-  keys = keys or {}
-  names = list(per_group)
-  orders = {
-    n: removal_order(
-      model, variables, model.group(n), per_group[n], options, keys.get(n)
-    )
-    for n in names
-  }  # fmt: skip
-  keeps, errors, variants, shapes = [], [], [], []
-  for want in counts:
-    v, m, kept, err = variables, model, {}, {}
-    for n in names:
-      group = model.group(n)
-      keep = np.asarray(select.keep_indices(orders[n], want[n]))
-      scales, shift, e = fit(per_group[n], keep, options)
-      v = masked(model, v, group, keep, scales, shift)
-      m = prune_shapes(m, m.group(n), keep)
-      kept[n] = keep
-      err[n] = float(np.mean([x["pruned"] for x in e.values()]))
-    keeps.append(kept)
-    errors.append(err)
-    variants.append(v)
-    shapes.append(m)
-  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *variants)
-  return JointSweep(names, list(counts), keeps, errors, stacked, shapes)

@@ -20,12 +20,10 @@ import jax.numpy as jnp
 
 from thinet_jax.models.common import (
   BN_MOMENTUM,
-  CHANNEL_SCALES,
   CONSUMER_INPUTS,
   INPUT_SUFFIX,
   OUTPUT_SUFFIX,
   PRODUCER_OUTPUTS,
-  SCALE_SUFFIX,
 )
 from thinet_jax.models.resnet import Bottleneck, ResNet
 from thinet_jax.models.vgg import VGG
@@ -33,9 +31,7 @@ from thinet_jax.spec import ModelSpec
 
 __all__ = [
   "BN_MOMENTUM",
-  "CHANNEL_SCALES",
   "CONSUMER_INPUTS",
-  "SCALE_SUFFIX",
   "VGG",
   "ResNet",
   "Bottleneck",

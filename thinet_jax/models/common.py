@@ -13,14 +13,9 @@ CONSUMER_INPUTS = "consumer_inputs"
 # Collection that holds every ReLU'd conv output (the producer's post-ReLU
 # map, before any pooling): what APoZ (Hu et al. 2016) counts zeros of.
 PRODUCER_OUTPUTS = "producer_outputs"
-# Optional collection of per-channel multipliers of consumer inputs, named
-# <consumer>_scale: a masked variant of a sweep without touching the kernels
-# (see `variants.evaluate_sweep`).
-CHANNEL_SCALES = "channel_scales"
 # Suffixes of the sown names: a sown variable may not share a module's name.
 INPUT_SUFFIX = "_input"
 OUTPUT_SUFFIX = "_output"
-SCALE_SUFFIX = "_scale"
 
 # He initialisation over fan-out, as torchvision and Caffe's "msra" filler.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -78,16 +73,7 @@ def conv_bn(
 
 
 def sow_input(module: nn.Module, consumer: str, x: jnp.ndarray) -> jnp.ndarray:
-  """Records `x` as the input of `module`'s child layer `consumer`, and
-  returns it, multiplied per channel by `channel_scales` if given.
-
-  Recording is a no-op unless the `consumer_inputs` collection is mutable,
-  and the scales exist only when the caller passes them, so ordinary
-  forward passes pay nothing. Scaling a consumer's input channels equals
-  scaling its kernel's input axis: under `vmap` over the scales alone, K
-  variants share every kernel and run as one K-times larger batch.
-  """
+  """Records `x` as the input of `module`'s child layer `consumer` and
+  returns it; a no-op unless the `consumer_inputs` collection is mutable."""
   module.sow(CONSUMER_INPUTS, consumer + INPUT_SUFFIX, x)
-  if module.has_variable(CHANNEL_SCALES, consumer + SCALE_SUFFIX):
-    x = x * module.get_variable(CHANNEL_SCALES, consumer + SCALE_SUFFIX)
   return x
