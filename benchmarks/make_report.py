@@ -410,8 +410,9 @@ def section_presets() -> str:
 def section_stats_speed() -> str:
   def body(result):
     out = [
-      "`stats.collect` of one group per stage of `vgg16-fmnist` (the jitted "
-      "forward to the consumer, the Gram matrix of its input's contributions "
+      "`depgraph.collect` of one group per stage of `vgg16-fmnist` (the "
+      "jitted traced program up to the consumer, the Gram matrix of its "
+      "input's contributions "
       "with the sums and zero counts beside it, float64 sums on the host) "
       f"per {result['batch_size']}-image batch, against one jitted forward "
       "pass of the whole network on the same batch "

@@ -3,9 +3,10 @@
   python benchmarks/stats_speed.py                # writes stats_speed.json
   python benchmarks/stats_speed.py --quick --out /tmp/s.json   # tests
 
-ThiNet's data cost is `stats.collect`: a jitted forward to the consumer,
-the Gram matrix of its input's contributions (and the per-channel sums and
-zero counts beside it), added up on the host in float64. For one group of
+ThiNet's data cost is `depgraph.collect` (on the traced preset): a jitted
+evaluation of the traced program up to the consumers, the Gram matrix of
+their inputs' contributions (and the per-channel sums and zero counts
+beside it), added up on the host in float64. For one group of
 each stage of the shipped `vgg16-fmnist` (conv1_1, conv2_1, conv3_1,
 conv4_1) and both modes (`sampled`: the paper's 10 random (position,
 output) samples per image; `exhaustive`: every position and output), the
@@ -32,7 +33,15 @@ import time
 import jax
 import numpy as np
 
-from thinet_jax import data, groups, models, sharding, stats, train
+from thinet_jax import (
+  data,
+  depgraph,
+  factories,
+  groups,
+  models,
+  sharding,
+  train,
+)
 from thinet_jax import report as report_lib
 
 OUT = pathlib.Path(__file__).resolve().parent / "stats_speed.json"
@@ -66,15 +75,15 @@ def forward_per_batch(spec, variables, batches, repeat: int = 3) -> float:
   return float(np.median(times))
 
 
-def collect_per_batch(spec, variables, group, batches, mode) -> dict:
+def collect_per_batch(traced, variables, name, batches, mode) -> dict:
   """First call (n batches, with compilation) and the steady cost per
   batch, (t(2n) - t(n)) / n."""
   n = len(batches) // 2
 
   def run(m):
-    stats.collect(
-      spec, variables, group, batches[:m], mode=mode,
-      key=jax.random.key(0), progress=False,
+    depgraph.collect(
+      traced, variables, traced.group(name), batches[:m], mode=mode,
+      key=jax.random.key(0),
     )  # fmt: skip
 
   first = _seconds(lambda: run(n))
@@ -117,10 +126,10 @@ def main() -> None:
     names = list(GROUPS)
   forward_s = forward_per_batch(spec, variables, batches)
   rows = []
+  traced = factories.graph_of(spec, batches[0]["image"].shape[1])
   for name in names:
-    group = groups.get(spec, name)
     for mode in MODES:
-      row = collect_per_batch(spec, variables, group, batches, mode)
+      row = collect_per_batch(traced, variables, name, batches, mode)
       row |= {
         "group": name,
         "mode": mode,

@@ -17,7 +17,7 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from thinet_jax import groups, select, sharding, stats, train  # noqa: E402
+from thinet_jax import depgraph, factories, select, sharding, train  # noqa: E402
 
 from conftest import SPECS, random_variables  # noqa: E402
 
@@ -38,13 +38,13 @@ def main():
   rows = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
   local = {"image": images[rows], "label": labels[rows]}
 
-  group = groups.get(spec, "conv2_1")
+  traced = factories.graph_of(spec, SIZE)
   result = {}
   for mode in ("sampled", "exhaustive"):
-    st = stats.collect(
-      spec, variables, group, [{"image": local["image"]}], mode=mode,
-      key=jax.random.key(3), progress=False,
-    )  # fmt: skip
+    (st,) = depgraph.collect(
+      traced, variables, traced.group("conv2_1"), [{"image": local["image"]}],
+      mode=mode, key=jax.random.key(3),
+    ).values()  # fmt: skip
     result[f"gram_{mode}"] = st.gram
     result[f"zeros_{mode}"] = st.zero_fraction
     result[f"images_{mode}"] = st.images

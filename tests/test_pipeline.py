@@ -8,7 +8,16 @@ import jax
 import numpy as np
 import pytest
 
-from thinet_jax import groups, models, pipeline, profile, select, stats, train
+from thinet_jax import (
+  depgraph,
+  factories,
+  groups,
+  models,
+  pipeline,
+  profile,
+  select,
+  train,
+)
 from thinet_jax.spec import ModelSpec
 
 import reference
@@ -79,10 +88,11 @@ def test_proportional_channel_is_folded_into_its_twin():
   images = _batches(1, seed=5)[0]["image"]
   before = _logits(SPEC, variables, images)
 
-  group = groups.get(SPEC, "conv1_1")
-  gram = stats.collect(
-    SPEC, variables, group, _batches(), mode="exhaustive", progress=False
-  ).gram
+  traced = factories.graph_of(SPEC, SIZE)
+  (st,) = depgraph.collect(
+    traced, variables, traced.group("conv1_1"), _batches(), mode="exhaustive"
+  ).values()  # fmt: skip
+  gram = st.gram
   diag = np.diag(gram)
   assert diag.argmin() == 4, "precondition: channel 4 is the smallest"
   assert int(select.greedy_order(gram.astype(np.float32))[0]) == 4

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from thinet_jax import groups, models, stats
+from thinet_jax import depgraph, factories, groups, models, stats
+from thinet_jax.depgraph import program as program_lib
 from thinet_jax.spec import ModelSpec
 from thinet_jax.stats import MODES
 
@@ -288,22 +289,29 @@ def _batches(n, seed=0):
   ]
 
 
+def _traced():
+  return factories.graph_of(SPEC, 8)
+
+
 @pytest.mark.parametrize("name", ["conv1_1", "conv2_2"])
 def test_collect_streams_exact_statistics(name):
-  """Exhaustive statistics over 3 batches against a NumPy forward pass and
-  explicit rows; with a reference model, its consumer output on the same
-  images is the target (cross moments, norm, per-output sums)."""
+  """Exhaustive statistics of the traced preset over 3 batches
+  (`depgraph.collect`) against a NumPy forward pass and explicit rows;
+  with a reference model, its consumer output on the same images is the
+  target (cross moments, norm, per-output sums). conv1_1's consumer reads
+  it after a pool, conv2_2's is the flattening fc6."""
   variables = random_variables(SPEC, 8)
   other = random_variables(SPEC, 8, seed=1)  # The reference model.
   group = groups.get(SPEC, name)
   batches = _batches(3)
-  got = stats.collect(
-    SPEC, variables, group, batches, mode="exhaustive",
-    reference=(SPEC, other),
-  )  # fmt: skip
+  traced = _traced()
+  (got,) = depgraph.collect(
+    traced, variables, traced.group(name), batches, mode="exhaustive",
+    reference=(traced, other),
+  ).values()  # fmt: skip
 
   def contribution_rows(variables, image):
-    _, inputs, outputs = reference.vgg(SPEC, variables, image)
+    _, inputs, _ = reference.vgg(SPEC, variables, image)
     x = inputs[group.consumer]
     if group.consumer_kind == "conv":
       kernel = np.asarray(
@@ -314,20 +322,20 @@ def test_collect_streams_exact_statistics(name):
       kernel = np.asarray(variables["params"]["fc6"]["kernel"], np.float64)
       rows = np.einsum("bhwc,hwcd->bdc", x, kernel.reshape(*x.shape[1:], -1))
       rows = rows.reshape(-1, group.width)
-    return rows, outputs[group.producer]
+    return rows, x
 
   width = group.width
   gram, sums = np.zeros((width + 1, width + 1)), 0.0
   zeros, positions, count = np.zeros(width), 0, 0
   for batch in batches:
-    rows, y = contribution_rows(variables, batch["image"])
+    rows, x = contribution_rows(variables, batch["image"])
     target = contribution_rows(other, batch["image"])[0].sum(axis=1)
     d = variables["params"][group.consumer]["kernel"].shape[-1]
     g, s = _bordered(rows, target, np.arange(len(rows)) % d, d)
     gram, sums = gram + g, sums + s
     count += len(rows)
-    zeros += (y == 0).sum(axis=(0, 1, 2))
-    positions += y.shape[0] * y.shape[1] * y.shape[2]
+    zeros += (x == 0).sum(axis=(0, 1, 2))  # zeros of the consumer's input
+    positions += x.shape[0] * x.shape[1] * x.shape[2]
   assert got.count == count and got.images == 9
   np.testing.assert_allclose(
     got.gram, gram[:width, :width], rtol=1e-4, atol=1e-4
@@ -340,44 +348,46 @@ def test_collect_streams_exact_statistics(name):
   np.testing.assert_allclose(got.zero_fraction, zeros / positions, atol=1e-6)
   assert 0 < got.zero_fraction.mean() < 1
   # The model as its own reference: the target is its own output, sum_c xhat_c.
-  own = stats.collect(
-    SPEC, variables, group, batches, mode="exhaustive",
-    reference=(SPEC, variables),
-  )  # fmt: skip
+  (own,) = depgraph.collect(
+    traced, variables, traced.group(name), batches, mode="exhaustive",
+    reference=(traced, variables),
+  ).values()  # fmt: skip
   np.testing.assert_allclose(own.cross, own.gram.sum(axis=1), rtol=1e-4)
   np.testing.assert_allclose(own.target_norm, own.gram.sum(), rtol=1e-4)
 
 
 def test_collect_names_the_layer_with_nans():
+  traced = _traced()
   variables = random_variables(SPEC, 8)
   kernel = np.array(variables["params"]["conv2_1"]["kernel"])
   kernel[0, 0, 0, 0] = np.nan
   variables["params"]["conv2_1"]["kernel"] = kernel
-  with pytest.raises(FloatingPointError, match="parameter conv2_1/kernel"):
-    stats.collect(
-      SPEC, variables, groups.get(SPEC, "conv2_1"), _batches(1),
+  with pytest.raises(FloatingPointError, match="parameter .*conv2_1/kernel"):
+    depgraph.collect(
+      traced, variables, traced.group("conv2_1"), _batches(1),
       mode="sampled", key=jax.random.key(0),
     )  # fmt: skip
   images = _batches(1)
   images[0]["image"][0, 0, 0, 0] = np.inf
   with pytest.raises(FloatingPointError, match="the output of conv1_1"):
-    stats.collect(
-      SPEC, random_variables(SPEC, 8), groups.get(SPEC, "conv1_1"), images,
+    depgraph.collect(
+      traced, random_variables(SPEC, 8), traced.group("conv1_1"), images,
       mode="exhaustive",
     )  # fmt: skip
 
 
 def test_overflow_names_the_layer_that_is_not_finite():
-  """A kernel of extreme scale: the message names a tensor that really is
-  not finite (or says that finite activations overflowed), never a finite
-  one as the culprit."""
+  """A kernel of extreme scale: the message names a layer whose output
+  really is not finite (or says that finite activations overflowed),
+  never a finite one as the culprit."""
+  traced = _traced()
   variables = random_variables(SPEC, 8)
   variables["params"]["conv1_1"]["kernel"] = variables["params"]["conv1_1"][
     "kernel"
   ] * np.float32(1e38)
   with pytest.raises(FloatingPointError) as raised:
-    stats.collect(
-      SPEC, variables, groups.get(SPEC, "conv2_1"), _batches(1),
+    depgraph.collect(
+      traced, variables, traced.group("conv2_1"), _batches(1),
       mode="exhaustive",
     )  # fmt: skip
   message = str(raised.value)
@@ -386,30 +396,27 @@ def test_overflow_names_the_layer_that_is_not_finite():
     variables, _batches(1)[0]["image"], capture_intermediates=True,
     mutable=["intermediates"],
   )  # fmt: skip
-  named = re.search(r"the output of (\S+) \(first non-finite", message)
-  if named:  # The named layer's output is not finite, and no earlier one.
+  named = re.search(r"the output of (\S+) \(\w+; first non-finite", message)
+  if named:  # The named layer's output is not finite.
     out = state["intermediates"]
     for part in named.group(1).split("/"):
       out = out[part]
     assert not np.isfinite(np.asarray(out["__call__"][0])).all()
 
 
-def test_collect_does_not_recompile_per_batch():
+def test_collect_does_not_recompile_per_batch(monkeypatch):
   variables = random_variables(SPEC, 8)
-  group = groups.get(SPEC, "conv2_1")
+  traced = _traced()
   seen = []
-  original = models.consumer_inputs
+  original = program_lib.evaluate
 
   def spy(*args, **kwargs):
     seen.append(1)  # Runs once per trace, not once per call.
     return original(*args, **kwargs)
 
-  models.consumer_inputs = spy
-  try:
-    stats.collect(
-      SPEC, variables, group, _batches(4), mode="sampled",
-      key=jax.random.key(0), progress=False,
-    )  # fmt: skip
-  finally:
-    models.consumer_inputs = original
+  monkeypatch.setattr(program_lib, "evaluate", spy)
+  depgraph.collect(
+    traced, variables, traced.group("conv2_1"), _batches(4), mode="sampled",
+    key=jax.random.key(0),
+  )  # fmt: skip
   assert len(seen) == 1

@@ -37,7 +37,7 @@ def describe(
 
   Returns:
     A JSON-ready report: profile totals and layers, accuracy on the batches,
-    per consumer its input shape and fraction of zeros (the producer's APoZ),
+    per consumer its input shape and fraction of zeros (what APoZ counts),
     and the measured eval throughput (images/s, excluding compilation).
   """
   prof = profile.count(spec, image_size)
@@ -48,7 +48,7 @@ def describe(
     """Sum over real examples of each consumer input's zero fraction."""
     captured = models.consumer_inputs(spec, variables, images)
     return {
-      k: jnp.sum(jnp.mean(v == 0, axis=(1, 2, 3)) * mask)
+      k: jnp.sum(jnp.mean(v == 0, axis=tuple(range(1, v.ndim))) * mask)
       for k, v in captured.items()
     }
 

@@ -26,7 +26,7 @@ gives that shift, `delta_d = mean_d(yhat) - mean_d(xhat_S w)`, which
 `surgery.prune` folds into the consumer's bias or BatchNorm running mean.
 
 Another target t (e.g. the unpruned model's output at the same samples,
-`stats.collect(reference=...)`): every function takes `cross = X^T t` [C]
+`depgraph.collect(reference=...)`): every function takes `cross = X^T t` [C]
 in place of `G 1` (and `norm = t^T t` in place of `1^T G 1`, `target_sums`
 in place of the contributions' sums); `stats.GroupStats.target` gives all
 three, centred or not.

@@ -25,7 +25,7 @@ TPAMI version's code does), from G alone: with the Schur complement
 `beta_c^2 / R_cc`, and both update by a rank-one step, so the whole order
 costs O(C^3) in one jitted loop. Its removal order is the reverse of the
 order it keeps channels in. For another target t (the unpruned model's
-output, `stats.collect(reference=...)`) the same loop starts from
+output, `depgraph.collect(reference=...)`) the same loop starts from
 `beta = X^T t` (`cross`) instead of `G 1`.
 
 Criteria on the centred statistics (`stats.centred_gram`, the error that

@@ -39,11 +39,12 @@ Reconstructing a different target: by default the target of a sample is
 the current consumer's own output `sum_c xhat_c`, so everything is a
 function of G. Pruning group after group, that output already carries the
 errors of the groups pruned before; with `target` (e.g. the *unpruned*
-model's consumer output at the same samples, `collect(reference=...)`), the
-target t becomes one more column beside the contributions: the Gram matrix
-and the sums returned have one more row and column, t's, as if it were
-channel C. `GroupStats` splits them into `cross = sum xhat t` [C],
-`target_norm = sum t^2` and `target_sums` [D].
+model's consumer output at the same samples,
+`depgraph.collect(reference=...)`), the target t becomes one more column
+beside the contributions: the Gram matrix and the sums returned have one
+more row and column, t's, as if it were channel C. `GroupStats` splits
+them into `cross = sum xhat t` [C], `target_norm = sum t^2` and
+`target_sums` [D].
 
 Example:
 
@@ -53,21 +54,13 @@ Example:
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-
-from thinet_jax import groups as groups_lib
-from thinet_jax import models, sharding
-from thinet_jax import progress as progress_lib
-from thinet_jax.groups import Group
-from thinet_jax.spec import ModelSpec
 
 MODES = ("sampled", "exhaustive")
 
@@ -425,228 +418,3 @@ class Target(NamedTuple):
   gram: np.ndarray
   cross: np.ndarray
   norm: float
-
-
-def group_gram(
-  group: Group,
-  consumer_input: jax.Array,
-  consumer_kernel: jax.Array,
-  mode: str,
-  key: jax.Array | None,
-  samples_per_image: int,
-  mask: jax.Array | None = None,
-  sums: bool = False,
-  target: jax.Array | None = None,
-) -> tuple:
-  """`conv_gram` or `dense_gram` for a group's consumer (traceable)."""
-  common = dict(
-    mode=mode, key=key, samples_per_image=samples_per_image, mask=mask,
-    sums=sums, target=target,
-  )  # fmt: skip
-  if group.consumer_kind == "conv":
-    k = consumer_kernel.shape[0]
-    s = group.consumer_stride
-    return conv_gram(consumer_input, consumer_kernel, (s, s), k // 2, **common)
-  pooling = "gap" if group.consumer_kind == "gap_dense" else "flatten"
-  return dense_gram(consumer_input, consumer_kernel, pooling, **common)
-
-
-def linear_output(
-  group: Group, consumer_input: jax.Array, consumer_kernel: jax.Array
-) -> jax.Array:
-  """The consumer's output before its bias, `sum_c xhat_c` at every output
-  (traceable): [B, Ho, Wo, D] for a conv consumer, [B, D] for a dense one."""
-  if group.consumer_kind == "conv":
-    k, s = consumer_kernel.shape[0], group.consumer_stride
-    return lax.conv_general_dilated(
-      consumer_input, consumer_kernel, (s, s), [(k // 2, k // 2)] * 2,
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      precision=lax.Precision.HIGHEST,
-    )  # fmt: skip
-  if group.consumer_kind == "gap_dense":
-    pooled = jnp.mean(consumer_input, axis=(1, 2))
-  else:
-    pooled = consumer_input.reshape(consumer_input.shape[0], -1)
-  return jnp.dot(pooled, consumer_kernel, precision=lax.Precision.HIGHEST)
-
-
-def _tree_get(tree, path: str):
-  flat = flax.traverse_util.flatten_dict(tree, sep="/")
-  return flat[path]
-
-
-def collect(
-  spec: ModelSpec,
-  variables: dict[str, Any],
-  group: Group,
-  batches: Iterable[dict[str, Any]],
-  *,
-  mode: str = "sampled",
-  key: jax.Array | None = None,
-  samples_per_image: int = 10,
-  max_batches: int | None = None,
-  progress: bool = True,
-  reference: tuple[ModelSpec, dict[str, Any]] | None = None,
-) -> GroupStats:
-  """Runs the model over `batches` and accumulates one group's statistics.
-
-  One jitted call per batch captures the consumer's input and the
-  producer's output (eval mode), computes the batch Gram matrix and zero
-  counts, and checks every value is finite; the host adds them up in
-  float64. Batches may carry a 0/1 "mask" (padded eval batches).
-
-  Args:
-    spec, variables: the (current, possibly already pruned) model.
-    group: from `groups.get(spec, name)`.
-    batches: dicts with "image" [B, H, W, C_in] (and optionally "mask").
-    mode: "sampled" (paper) or "exhaustive".
-    key: PRNG key for sampled mode (folded with the batch index).
-    samples_per_image: paper: 10.
-    max_batches: stop after this many.
-    progress: show a progress bar.
-    reference: (spec, variables) of another model with the same group
-      (e.g. the unpruned one): its consumer's output at the same samples
-      becomes the target (`GroupStats.cross`, `target_norm`,
-      `target_sums`), so that the reconstruction undoes the error of the
-      groups pruned before instead of carrying it along.
-
-  Returns:
-    GroupStats.
-
-  Raises:
-    FloatingPointError: NaN or inf in the producer's output or the
-      consumer's input; the message names the layer and the batch.
-  """
-  _check_mode(mode, key)
-  kernel = _tree_get(variables["params"], f"{group.consumer}/kernel")
-  ref_spec, ref_variables = reference or (None, None)
-  if reference is not None:
-    ref_kernel = _tree_get(ref_variables["params"], f"{group.consumer}/kernel")
-    if ref_kernel.shape[-1] != kernel.shape[-1]:
-      raise ValueError(
-        f"the reference's {group.consumer} has {ref_kernel.shape[-1]} "
-        f"outputs, this model's {kernel.shape[-1]}: a reference target "
-        "needs a model whose consumer has the same outputs (the unpruned "
-        "model, before this consumer's own group is pruned)"
-      )
-
-  mesh = sharding.data_mesh()
-
-  def capture(spec, variables, images, names, fn):
-    return fn(spec, variables, images, names)[names[0]]
-
-  @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
-  def batch_stats(variables, ref_variables, images, mask, key):
-    x = capture(
-      spec, variables, images, [group.consumer], models.consumer_inputs
-    )
-    y = capture(
-      spec, variables, images, [group.producer], models.producer_outputs
-    )
-    target = None
-    finite = jnp.all(jnp.isfinite(y)) & jnp.all(jnp.isfinite(x))
-    if ref_variables is not None:
-      ref_x = capture(
-        ref_spec,
-        ref_variables,
-        images,
-        [group.consumer],
-        models.consumer_inputs,
-      )
-      ref_kernel = _tree_get(
-        ref_variables["params"], f"{group.consumer}/kernel"
-      )
-      target = linear_output(group, ref_x, ref_kernel)
-      finite &= jnp.all(jnp.isfinite(target))
-    moments = group_gram(
-      group, x, kernel, mode, key, samples_per_image, mask, sums=True,
-      target=target,
-    )  # fmt: skip
-    # Finite activations can still overflow float32 in the products.
-    finite &= jnp.all(jnp.isfinite(moments[0]))
-    zeros = jnp.einsum("bhwc,b->c", (y == 0).astype(jnp.float32), mask)
-    return moments, zeros, y.shape[1] * y.shape[2], jnp.sum(mask), finite
-
-  width = group.width + (reference is not None)  # The target's row.
-  gram = np.zeros((width, width))
-  d = kernel.shape[-1]
-  sums, output_counts = np.zeros((width, d)), np.zeros((d,))
-  zeros = np.zeros((group.width,))
-  count = images = positions = 0
-  it = enumerate(batches)
-  if progress:
-    it = progress_lib.bar(
-      it, total=progress_lib.length(batches, max_batches),
-      desc=f"statistics {group.name}", unit="batch",
-    )  # fmt: skip
-  for i, batch in it:
-    if max_batches is not None and i >= max_batches:
-      break
-    image = np.asarray(batch["image"])
-    mask = np.asarray(batch.get("mask", np.ones(len(image))), np.float32)
-    # The batch is split over the devices of every process (each process
-    # passes its own share); the sums below are global, so every process
-    # gets the same statistics.
-    global_batch = sharding.shard_batch({"image": image, "mask": mask}, mesh)
-    batch_key = None if key is None else jax.random.fold_in(key, i)
-    (g, n, s, n_d), z, hw, n_images, finite = batch_stats(
-      variables, ref_variables, global_batch["image"], global_batch["mask"],
-      batch_key,
-    )  # fmt: skip
-    if not bool(finite):
-      from thinet_jax import checks
-
-      where = checks.locate_nonfinite(spec, variables, image)
-      if reference is not None:
-        where += "; in the reference model, " + checks.locate_nonfinite(
-          *reference, image
-        )
-      raise checks.NonFiniteError(
-        f"NaN or inf in the statistics of group {group.name} on batch {i}: "
-        f"{where}; check the checkpoint (a diverged fine-tune?) and the "
-        "data pipeline"
-      )
-    gram += np.asarray(g, np.float64)
-    sums += np.asarray(s, np.float64)
-    output_counts += np.asarray(n_d, np.float64)
-    zeros += np.asarray(z, np.float64)
-    count += int(round(float(n)))
-    images += int(round(float(n_images)))
-    positions += int(round(float(n_images))) * int(hw)
-  if images == 0:
-    raise ValueError(f"no images to collect statistics for {group.name}")
-  c = group.width
-  out = GroupStats(
-    gram[:c, :c], count, zeros / positions, images, sums[:c], output_counts
-  )
-  if reference is None:
-    return out
-  return out._replace(
-    cross=gram[:c, c], target_norm=float(gram[c, c]), target_sums=sums[c]
-  )
-
-
-def collect_groups(
-  spec: ModelSpec,
-  variables: dict[str, Any],
-  names: Sequence[str],
-  batches: Callable[[], Iterable[dict[str, Any]]],
-  *,
-  key: jax.Array | None = None,
-  **kwargs: Any,
-) -> dict[str, GroupStats]:
-  """`collect` for several groups of one model (a sweep's one-shot
-  statistics): name -> GroupStats, in the order given.
-
-  batches: returns a fresh iterable of the same batches on every call.
-  key: folded with the group's index; kwargs go to `collect`.
-  """
-  key = jax.random.key(0) if key is None else key
-  out = {}
-  for i, name in enumerate(names):
-    group = groups_lib.get(spec, name)
-    group_key = jax.random.fold_in(key, i)
-    out[name] = collect(
-      spec, variables, group, batches(), key=group_key, **kwargs
-    )
-  return out

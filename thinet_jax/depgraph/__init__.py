@@ -19,6 +19,7 @@ FLOPs read off the program, the allocation's cost model).
 """
 
 from thinet_jax.depgraph import cost
+from thinet_jax.depgraph.checks import locate_nonfinite
 from thinet_jax.depgraph.cost import cost_model, count
 from thinet_jax.depgraph.graph import Consumer, Graph, Group, LeftOut, Member
 from thinet_jax.depgraph.joint import (
@@ -73,6 +74,7 @@ __all__ = [
   "Sweep",
   "evaluate_variants",
   "evaluate_shared",
+  "locate_nonfinite",
   "joint_sweep",
   "JointSweep",
   "materialize_joint",

@@ -27,7 +27,7 @@ of each consumer is solved from its own G_k (`reconstruct.ridge_scales`).
 One consumer gives back the paper's rule exactly.
 
 Statistics add up over batches on the host in float64; batches are split
-over the devices of the data mesh as in `stats.collect`.
+over the devices of the data mesh (`sharding.data_mesh`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import numpy as np
 from thinet_jax import progress as progress_lib
 from thinet_jax import sharding
 from thinet_jax.depgraph import program as program_lib
+from thinet_jax.depgraph.checks import nonfinite_error
 from thinet_jax.depgraph.graph import Consumer, Group
 from thinet_jax.depgraph.model import Traced
 from thinet_jax.stats import MODES, GroupStats, Target, conv_gram, dense_gram
@@ -195,7 +196,9 @@ def collect(
     mode: "exhaustive" or "sampled" (the paper's; conv and dense
       consumers).
     key: PRNG key of the sampled mode (folded with the batch index).
-    samples_per_image, max_batches, progress: as `stats.collect`.
+    samples_per_image: (position, output channel) samples per image in
+      the sampled mode (the paper's 10).
+    max_batches: stop after this many batches; progress: a progress bar.
     reference: (model, variables) of the unpruned model: its consumers'
       outputs at the same samples become the targets (`GroupStats.cross`
       and friends) minus the part this group does not change.
@@ -265,14 +268,12 @@ def collect(
       else None
     )
     batch_key = None if key is None else jax.random.fold_in(key, i)
-    results, finite = fn(flat, ref_flat, sharded["mask"], batch_key)
+    results, finite, n_images = fn(flat, ref_flat, sharded["mask"], batch_key)
     if not bool(finite):
-      from thinet_jax.checks import NonFiniteError
-
-      raise NonFiniteError(
-        f"NaN or inf in the statistics of group {group.name} on batch {i}: "
-        "check the model's variables and the data"
-      )
+      raise nonfinite_error(
+        model, variables, reference,
+        f"the statistics of group {group.name} on batch {i}", args,
+      )  # fmt: skip
     for c, index, (moments, z, per_pos) in zip(
       group.consumers, indices, results, strict=True
     ):
@@ -286,7 +287,7 @@ def collect(
       hit = index >= 0
       np.add.at(zeros[c.name], index[hit], np.asarray(z, np.float64)[hit])
       positions[c.name] += float(per_pos)
-    images += int(mask.sum())
+    images += int(n_images)  # the global batch's, over every process
   if images == 0:
     raise ValueError(f"no batches to collect statistics for {group.name}")
   out = {}
@@ -381,7 +382,7 @@ def _batch_fn(
       zero = jnp.moveaxis(x == 0, c.axis, -1).astype(jnp.float32)
       zero = zero.reshape(-1, zero.shape[-1])
       results.append((moments, jnp.sum(zero, axis=0), zero.shape[0]))
-    return results, finite
+    return results, finite, jnp.sum(mask)
 
   cache[key] = fn
   return fn

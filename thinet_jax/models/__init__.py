@@ -13,25 +13,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from thinet_jax.models.common import (
-  BN_MOMENTUM,
-  CONSUMER_INPUTS,
-  INPUT_SUFFIX,
-  OUTPUT_SUFFIX,
-  PRODUCER_OUTPUTS,
-)
+from thinet_jax.models.common import BN_MOMENTUM
 from thinet_jax.models.resnet import Bottleneck, ResNet
 from thinet_jax.models.vgg import VGG
 from thinet_jax.spec import ModelSpec
 
 __all__ = [
   "BN_MOMENTUM",
-  "CONSUMER_INPUTS",
   "VGG",
   "ResNet",
   "Bottleneck",
@@ -39,9 +31,6 @@ __all__ = [
   "init",
   "consumer_names",
   "consumer_inputs",
-  "producer_names",
-  "producer_outputs",
-  "PRODUCER_OUTPUTS",
 ]
 
 
@@ -57,12 +46,7 @@ def init(
 ) -> dict[str, Any]:
   """Fresh variables ({"params", "batch_stats"?}) for `image_size` inputs."""
   x = jnp.zeros((batch_size, image_size, image_size, spec.in_channels))
-  variables = jax.jit(build(spec).init)(key, x)
-  return {
-    k: v
-    for k, v in variables.items()
-    if k not in (CONSUMER_INPUTS, PRODUCER_OUTPUTS)
-  }
+  return dict(jax.jit(build(spec).init)(key, x))
 
 
 def consumer_names(spec: ModelSpec) -> list[str]:
@@ -77,32 +61,6 @@ def consumer_names(spec: ModelSpec) -> list[str]:
   ]
 
 
-def producer_names(spec: ModelSpec) -> list[str]:
-  """Paths of every conv whose post-ReLU output is captured."""
-  if spec.family == "vgg":
-    return spec.vgg_conv_names()
-  return ["conv1"] + [
-    f"{block}/{producer}"
-    for block in spec.resnet_block_names()
-    for producer in ("branch2a", "branch2b")
-  ]
-
-
-def _capture(spec, variables, x, collection, suffix, names, known):
-  _, state = build(spec).apply(variables, x, mutable=[collection])
-  flat = flax.traverse_util.flatten_dict(state[collection], sep="/")
-  captured = {
-    path.removesuffix(suffix): values[0] for path, values in flat.items()
-  }
-  wanted = known if names is None else names
-  missing = [n for n in wanted if n not in captured]
-  if missing:
-    raise KeyError(
-      f"nothing captured for {missing}; this spec's names are {known}"
-    )
-  return {n: captured[n] for n in wanted}
-
-
 def consumer_inputs(
   spec: ModelSpec,
   variables: dict[str, Any],
@@ -111,11 +69,13 @@ def consumer_inputs(
 ) -> dict[str, jax.Array]:
   """Inputs of prunable consumer layers, by path, from an eval-mode forward.
 
-  Each is the producer's output after BatchNorm, ReLU and pooling, i.e. the
-  X of the paper's reconstruction `y = sum_c W_c * X_c`: [B, H, W, C] (for
-  the first dense layer the map before flatten or global pooling). Traceable:
-  call it under `jax.jit`; the captures that are not returned are removed by
-  the compiler.
+  Each is what the consumer layer reads: for a conv, the producer's output
+  after BatchNorm, ReLU and pooling, [B, H, W, C] (the X of the paper's
+  reconstruction `y = sum_c W_c * X_c`); for the first dense layer the
+  flattened map [B, H*W*C] (rows in NHWC order) or, with a GAP head, the
+  pooled features [B, C]. Read from outside by intercepting the layers'
+  calls (`flax.linen.intercept_methods`): the models record nothing.
+  Traceable: call it under `jax.jit`.
 
   Args:
     spec: the model's spec.
@@ -126,24 +86,20 @@ def consumer_inputs(
   Returns:
     {path: activation} for the requested names.
   """
-  return _capture(
-    spec, variables, x, CONSUMER_INPUTS, INPUT_SUFFIX, names,
-    consumer_names(spec),
-  )  # fmt: skip
+  known = consumer_names(spec)
+  wanted = known if names is None else list(names)
+  missing = [n for n in wanted if n not in known]
+  if missing:
+    raise KeyError(f"no consumer {missing}; this spec's names are {known}")
+  captured: dict[str, jax.Array] = {}
 
+  def grab(next_fun, args, kwargs, context):
+    if context.method_name == "__call__":
+      path = "/".join(context.module.path)
+      if path in wanted and path not in captured:
+        captured[path] = args[0]
+    return next_fun(*args, **kwargs)
 
-def producer_outputs(
-  spec: ModelSpec,
-  variables: dict[str, Any],
-  x: jax.Array,
-  names: list[str] | None = None,
-) -> dict[str, jax.Array]:
-  """Post-ReLU outputs of convs (before pooling), by path; eval mode.
-
-  What APoZ (average percentage of zeros, Hu et al. 2016) is measured on.
-  Same conventions as `consumer_inputs`; names from `producer_names(spec)`.
-  """
-  return _capture(
-    spec, variables, x, PRODUCER_OUTPUTS, OUTPUT_SUFFIX, names,
-    producer_names(spec),
-  )  # fmt: skip
+  with nn.intercept_methods(grab):
+    build(spec).apply(variables, x)
+  return {n: captured[n] for n in wanted}

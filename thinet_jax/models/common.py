@@ -7,16 +7,6 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-# Collection that holds every prunable consumer's input (see
-# `models.consumer_inputs`).
-CONSUMER_INPUTS = "consumer_inputs"
-# Collection that holds every ReLU'd conv output (the producer's post-ReLU
-# map, before any pooling): what APoZ (Hu et al. 2016) counts zeros of.
-PRODUCER_OUTPUTS = "producer_outputs"
-# Suffixes of the sown names: a sown variable may not share a module's name.
-INPUT_SUFFIX = "_input"
-OUTPUT_SUFFIX = "_output"
-
 # He initialisation over fan-out, as torchvision and Caffe's "msra" filler.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -42,9 +32,8 @@ def conv_bn(
   """kxk conv with Caffe/PyTorch padding (k // 2), optional BN, optional ReLU.
 
   Called inside `module`'s compact `__call__`: the layers become its children
-  `name` and `bn_name`, and the post-ReLU output is sown into its
-  `producer_outputs` collection as `name`. With BatchNorm the conv has no
-  bias (the BN shift replaces it).
+  `name` and `bn_name`. With BatchNorm the conv has no bias (the BN shift
+  replaces it).
   """
   pad = kernel // 2
   x = nn.Conv(
@@ -67,13 +56,4 @@ def conv_bn(
     )(x)
   if not relu:
     return x
-  x = nn.relu(x)
-  module.sow(PRODUCER_OUTPUTS, name + OUTPUT_SUFFIX, x)
-  return x
-
-
-def sow_input(module: nn.Module, consumer: str, x: jnp.ndarray) -> jnp.ndarray:
-  """Records `x` as the input of `module`'s child layer `consumer` and
-  returns it; a no-op unless the `consumer_inputs` collection is mutable."""
-  module.sow(CONSUMER_INPUTS, consumer + INPUT_SUFFIX, x)
-  return x
+  return nn.relu(x)

@@ -5,8 +5,8 @@ Block res{stage+2}{letter} holds branch2a (1x1), branch2b (3x3), branch2c
 stage, the projection shortcut branch1 / bn_branch1. ThiNet (paper section
 4.2) prunes branch2a (consumer branch2b) and branch2b (consumer branch2c);
 branch2c and the shortcut keep their widths, since the residual sum needs
-them equal. The consumers' inputs (post-BN, post-ReLU) are sown into the
-`consumer_inputs` collection as "<block>/branch2b" and "<block>/branch2c".
+them equal. The consumers are "<block>/branch2b" and "<block>/branch2c"
+(`models.consumer_inputs` reads their inputs; the model records nothing).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from thinet_jax.models.common import conv_bn, sow_input
+from thinet_jax.models.common import conv_bn
 from thinet_jax.spec import ModelSpec
 
 
@@ -46,7 +46,6 @@ class Bottleneck(nn.Module):
       stride=stride_a,
       **common,
     )
-    y = sow_input(self, "branch2b", y)
     y = conv_bn(
       self,
       y,
@@ -57,7 +56,6 @@ class Bottleneck(nn.Module):
       stride=stride_b,
       **common,
     )
-    y = sow_input(self, "branch2c", y)
     y = conv_bn(
       self,
       y,

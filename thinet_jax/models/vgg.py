@@ -3,9 +3,10 @@
 conv{stage}_{index} are 3x3 convs (padding 1), each followed by BatchNorm
 bn{stage}_{index} when the spec asks for it, then ReLU; "M" is a 2x2/2 max
 pool. ThiNet prunes the output channels of conv_i using the input of the next
-layer; that input (post-ReLU, post-pool) is sown into the `consumer_inputs`
-collection under the consumer's name: conv1_2 ... conv5_3, and fc6 (or fc for
-the GAP head) for the last conv, as the 4-D map *before* flatten / pooling.
+layer (post-ReLU, post-pool): conv1_2 ... conv5_3, and fc6 (or fc for the GAP
+head) for the last conv. The model records nothing for pruning: the pruning
+code reads the traced computation (`depgraph`), and `models.consumer_inputs`
+intercepts the layers' calls.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from thinet_jax.models.common import conv_bn, sow_input
+from thinet_jax.models.common import conv_bn
 from thinet_jax.spec import POOL, ModelSpec
 
 
@@ -34,15 +35,11 @@ class VGG(nn.Module):
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     spec = self.spec
     names = iter(spec.vgg_conv_names())
-    first = True
     for item in spec.layers:
       if item == POOL:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
         continue
       name = next(names)
-      if not first:
-        x = sow_input(self, name, x)
-      first = False
       x = conv_bn(
         self,
         x,
@@ -55,10 +52,8 @@ class VGG(nn.Module):
         dtype=self.dtype,
       )
     if spec.head == "gap":
-      x = sow_input(self, "fc", x)
       x = jnp.mean(x, axis=(1, 2))
       return nn.Dense(spec.num_classes, dtype=self.dtype, name="fc")(x)
-    x = sow_input(self, "fc6", x)
     x = x.reshape(x.shape[0], -1)
     for i, width in enumerate(spec.fc_widths):
       x = nn.Dense(width, dtype=self.dtype, name=f"fc{6 + i}")(x)
