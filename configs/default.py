@@ -65,11 +65,11 @@ PAPER_METHOD = {
 def runlocal_groups(model: str) -> tuple[str, str]:
   """The first group of each of the model's first two stages (conv1_1,
   conv2_1 of a VGG; res2a/branch2a, res3a/branch2a of a ResNet)."""
-  from thinet_jax import groups, pipeline, presets
+  from thinet_jax import groups, presets, procedure
 
   spec = presets.get(model)
   names = [g.name for g in groups.paper_groups(spec)]
-  ends = pipeline.stage_ends(spec)
+  ends = procedure.stage_ends(spec)
   second = next(i + 1 for i, name in enumerate(names) if name in ends)
   return names[0], names[second]
 

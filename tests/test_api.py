@@ -123,9 +123,9 @@ METHOD = (
 )  # fmt: skip
 TRAINING = (
   "thinet_jax.train", "thinet_jax.variants", "thinet_jax.checkpoints",
-  "thinet_jax.batchnorm", "optax", "orbax",
+  "thinet_jax.batchnorm", "thinet_jax.optim", "optax", "orbax",
 )  # fmt: skip
-PRUNING = (*METHOD, "thinet_jax.pipeline")
+PRUNING = (*METHOD, "thinet_jax.pipeline", "thinet_jax.procedure")
 MODELS = ("thinet_jax.models", "thinet_jax.spec")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests import zoo
-from thinet_jax import depgraph, factories, pipeline, train
+from thinet_jax import depgraph, factories, procedure, train
 from thinet_jax.options import PruneOptions
 
 
@@ -50,7 +50,7 @@ def test_vmapped_sweep_equals_materialised_models(name):
 
 @pytest.mark.parametrize("name", list(zoo.ZOO))
 def test_procedure_on_the_zoo(tmp_path, name):
-  """Two groups through `pipeline.run_procedure` on the factory's Net
+  """Two groups through `procedure.run_procedure` on the factory's Net
   (statistics, selection, least squares, surgery, BatchNorm re-estimation,
   a fine-tune step after each group), checkpointed; every step's model
   directory rebuilds to a model with the same logits as the run's own."""
@@ -60,7 +60,7 @@ def test_procedure_on_the_zoo(tmp_path, name):
   variables = zoo.perturb(init)
   x = np.asarray(zoo.build(name)[2])
   names = [g.name for g in net.traced.groups][:2]
-  plans = pipeline.plan(net, names, 0.5, finetune_epochs=1.0)
+  plans = procedure.plan(net, names, 0.5, finetune_epochs=1.0)
   steps = []
 
   def finetune(model, v, workdir, epochs, lr, desc, step):
@@ -80,7 +80,7 @@ def test_procedure_on_the_zoo(tmp_path, name):
     centred=name in CENTRED, bn_batches=1 if "batch_stats" in init else 0,
     target="original", mode="exhaustive",
   )  # fmt: skip
-  model, final, records = pipeline.run_procedure(
+  model, final, records = procedure.run_procedure(
     net, variables, plans, stats_batches=lambda i: [{"image": x}],
     finetune=finetune, evaluate=lambda m, v: {"accuracy": 0.0},
     workdir=str(tmp_path), image_size=12, options=options, progress=False,
@@ -89,7 +89,7 @@ def test_procedure_on_the_zoo(tmp_path, name):
   for g, r in zip(names, records, strict=True):
     assert r["group"] == g and r["width_after"] == r["width_before"] // 2
   assert records[-1]["flops_after"] < records[0]["flops_before"]
-  last = pipeline.step_dir(str(tmp_path), len(plans) - 1, plans[-1])
+  last = procedure.step_dir(str(tmp_path), len(plans) - 1, plans[-1])
   last += "/finetuned"
   rebuilt, loaded, _ = train.load_model(last)
   np.testing.assert_allclose(

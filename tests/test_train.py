@@ -11,7 +11,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import default
-from thinet_jax import export, models, pipeline, presets, train
+from thinet_jax import export, models, presets, procedure, train
 from thinet_jax.spec import ModelSpec
 
 import reference
@@ -353,18 +353,18 @@ def test_checkpoint_of_another_spec_is_refused(tmp_path):
 
 def test_plan_errors_and_stage_ends():
   spec = SPEC.replace(layers=(4, 4, "M", 6))
-  plans = pipeline.plan(spec, keep_ratio=0.5, finetune_epochs=1.0,
+  plans = procedure.plan(spec, keep_ratio=0.5, finetune_epochs=1.0,
                         stage_end_epochs=2.0)  # fmt: skip
   assert [(p.name, p.finetune_epochs) for p in plans] == [
     ("conv1_1", 1.0),
     ("conv1_2", 2.0),
   ]  # fmt: skip (paper groups: all stages but the last)
   with pytest.raises(ValueError, match="keep_ratio must be in"):
-    pipeline.plan(spec, keep_ratio=1.5)
+    procedure.plan(spec, keep_ratio=1.5)
   with pytest.raises(ValueError, match="one per group"):
-    pipeline.plan(spec, keep_ratio=[0.5, 0.5, 0.5])
+    procedure.plan(spec, keep_ratio=[0.5, 0.5, 0.5])
   with pytest.raises(KeyError, match="unknown groups"):
-    pipeline.plan(spec, ["conv7_1"])
+    procedure.plan(spec, ["conv7_1"])
 
 
 def _prune_cmd(workdir, model, *extra):
@@ -510,7 +510,7 @@ def test_runlocal_groups_exist_in_the_configs_model(name):
   config = importlib.import_module(f"configs.{name}").get_config("runlocal")
   spec = presets.get(config.model)
   ratio = config.keep_ratio
-  plans = pipeline.plan(
+  plans = procedure.plan(
     spec, list(config.groups),
     list(ratio) if isinstance(ratio, tuple) else ratio,
   )  # fmt: skip

@@ -40,7 +40,7 @@ from thinet_jax.depgraph import (
   trace_nnx,
 )
 from thinet_jax.options import PruneOptions
-from thinet_jax.pipeline import plan, run_procedure
+from thinet_jax.procedure import plan, run_procedure
 from thinet_jax.reconstruct import mean_shift, relative_error, ridge_scales
 from thinet_jax.select import (
   CRITERIA,

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -58,101 +57,12 @@ from thinet_jax.checkpoints import (  # noqa: F401 (train's public names)
   save_model,
   variables_of,
 )
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Teacher:
-  """A fixed model to distil from during `fit`.
-
-  Attributes:
-    spec, variables: the teacher (e.g. the unpruned model); evaluated in
-      inference mode, never updated.
-    temperature: T, softening both distributions.
-    weight: the distillation term's share of the loss, in [0, 1].
-  """
-
-  spec: Model
-  variables: dict[str, Any]
-  temperature: float = 4.0
-  weight: float = 0.5
-
-  def __post_init__(self):
-    if not 0.0 <= self.weight <= 1.0:
-      raise ValueError(
-        f"distillation weight must be in [0, 1], got {self.weight}"
-      )
-    if not self.temperature > 0:
-      raise ValueError(
-        f"distillation temperature must be > 0, got {self.temperature}"
-      )
-
-
-def distillation_loss(
-  student_logits: jax.Array, teacher_logits: jax.Array, temperature: float
-) -> jax.Array:
-  """Mean over the batch of T^2 KL(softmax(t / T) || softmax(s / T))."""
-  t = teacher_logits / temperature
-  log_p_teacher = jax.nn.log_softmax(t)
-  log_p_student = jax.nn.log_softmax(student_logits / temperature)
-  kl = jnp.sum(
-    jnp.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1
-  )
-  return temperature**2 * jnp.mean(kl)
-
-
-def schedule(config: ml_collections.ConfigDict, steps_per_epoch: int):
-  """Learning rate per step: linear warm-up, then cosine or step decay.
-
-  Config fields: learning_rate, num_epochs, warmup_epochs, schedule
-  ("cosine" | "step" | "constant"), lr_drop_epochs, lr_drop_factor.
-  """
-  total = max(1, int(config.num_epochs * steps_per_epoch))
-  warmup = int(config.warmup_epochs * steps_per_epoch)
-  base = config.learning_rate
-  if config.schedule == "cosine":
-    main = optax.cosine_decay_schedule(base, max(1, total - warmup))
-  elif config.schedule == "step":
-    main = optax.piecewise_constant_schedule(
-      base,
-      {
-        int(e * steps_per_epoch) - warmup: config.lr_drop_factor
-        for e in config.lr_drop_epochs
-      },
-    )
-  elif config.schedule == "constant":
-    main = optax.constant_schedule(base)
-  else:
-    raise ValueError(
-      f'schedule must be "cosine", "step" or "constant", got '
-      f"{config.schedule!r}"
-    )
-  if warmup == 0:
-    return main
-  return optax.join_schedules(
-    [optax.linear_schedule(0.0, base, warmup), main], [warmup]
-  )
-
-
-def _kernels_only(params):
-  """Weight decay on conv and dense kernels, not on biases or BN params."""
-  return jax.tree_util.tree_map_with_path(
-    lambda path, _: path[-1].key == "kernel", params
-  )
-
-
-def optimizer(
-  config: ml_collections.ConfigDict, steps_per_epoch: int
-) -> optax.GradientTransformation:
-  """SGD + momentum with L2 weight decay on kernels (the paper's Caffe
-  solver), following `schedule`."""
-  return optax.chain(
-    optax.add_decayed_weights(config.weight_decay, mask=_kernels_only),
-    optax.sgd(
-      schedule(config, steps_per_epoch),
-      momentum=config.momentum,
-      nesterov=config.nesterov,
-    ),
-  )
+from thinet_jax.optim import (  # noqa: F401 (train's public names)
+  Teacher,
+  distillation_loss,
+  optimizer,
+  schedule,
+)
 
 
 def _correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:

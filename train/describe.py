@@ -18,7 +18,7 @@ from thinet_jax import data, describe, models, profile, train
 from train import common
 
 common.define_flags()
-flags.adopt_module_key_flags(common)
+flags.adopt_module_key_flags(common.cli)
 
 
 def main(argv):

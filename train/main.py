@@ -19,7 +19,7 @@ from thinet_jax import rundir
 from train import common
 
 common.define_flags()
-flags.adopt_module_key_flags(common)
+flags.adopt_module_key_flags(common.cli)
 
 
 def main(argv):

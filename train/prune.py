@@ -26,6 +26,7 @@ from thinet_jax import (
   factories,
   groups,
   pipeline,
+  procedure,
   profile,
   report,
   rundir,
@@ -39,7 +40,7 @@ from thinet_jax.progress import minutes
 from train import common
 
 common.define_flags()
-flags.adopt_module_key_flags(common)
+flags.adopt_module_key_flags(common.cli)
 
 OUTPUTS = ("model", "report.md", "accuracy.png", "widths.png")
 
@@ -122,7 +123,7 @@ def validate(config) -> Checked:
       spec = surgery.gap_spec(spec)
     names = list(config.groups) or [g.name for g in groups.paper_groups(spec)]
   try:  # Unknown groups, a per-group list of the wrong length.
-    pipeline.plan(spec, names, ratios)
+    procedure.plan(spec, names, ratios)
   except (KeyError, ValueError) as e:
     raise app.UsageError(
       f"config.groups / config.keep_ratio: {common.one_line(e)}"
@@ -194,15 +195,15 @@ def _prune(config, workdir, checked, clock):
     )
   plans = _plans(config, checked, allocation)
   final_det = {
-    **pipeline.step_determinants(context, plans, len(plans) - 1, method,
+    **procedure.step_determinants(context, plans, len(plans) - 1, method,
                                  config.seed),
     "final": common.final_determinants(config),
   }  # fmt: skip
   steps = [
     rundir.step_in(
-      pipeline.step_dir(workdir, i, p),
+      procedure.step_dir(workdir, i, p),
       p.name,
-      pipeline.step_determinants(context, plans, i, method, config.seed),
+      procedure.step_determinants(context, plans, i, method, config.seed),
     )
     for i, p in enumerate(plans)
   ] + [rundir.step_in(os.path.join(workdir, "final"), "final", final_det)]
@@ -249,7 +250,7 @@ def _prune(config, workdir, checked, clock):
     )
     plans = _plans(config, checked, allocation)
   on_step = _step_printer(plans, clock)
-  spec, variables, records = pipeline.run_procedure(
+  spec, variables, records = procedure.run_procedure(
     start_spec, start_vars, plans,
     stats_batches=lambda i: batches(config.seed + i),
     finetune=finetune, evaluate=evaluate, workdir=workdir,
@@ -283,8 +284,8 @@ def _prune(config, workdir, checked, clock):
   _summarise(result, workdir)
 
 
-def _plans(config, checked: Checked, allocation) -> list[pipeline.GroupPlan]:
-  return pipeline.plan(
+def _plans(config, checked: Checked, allocation) -> list[procedure.GroupPlan]:
+  return procedure.plan(
     checked.spec, checked.names, checked.ratios, config.finetune_epochs,
     config.finetune_lr, config.stage_end_epochs,
     keep_counts=allocation and allocation["counts"],

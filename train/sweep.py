@@ -35,7 +35,7 @@ from thinet_jax.options import PruneOptions
 from train import common
 
 common.define_flags()
-flags.adopt_module_key_flags(common)
+flags.adopt_module_key_flags(common.cli)
 
 
 def main(argv):
