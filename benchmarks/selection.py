@@ -55,7 +55,6 @@ from thinet_jax import (
   factories,
   groups,
   models,
-  select,
   train,
   variants,
 )
@@ -84,10 +83,7 @@ def joint(setup, names, ratios, criterion, least_squares, seed):
   centring); the random criterion keyed by `seed` folded with the group's
   place in `names`."""
   traced = setup.traced
-  counts = [
-    {n: select.keep_count(traced.group(n).width, r) for n in names}
-    for r in ratios
-  ]  # fmt: skip
+  counts = depgraph.uniform_counts(traced, names, list(ratios))
   options = PruneOptions(criterion=criterion, least_squares=least_squares)
   key = jax.random.key(seed)
   keys = {n: jax.random.fold_in(key, g) for g, n in enumerate(names)}

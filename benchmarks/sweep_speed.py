@@ -39,7 +39,6 @@ from thinet_jax import (
   factories,
   groups,
   models,
-  select,
   train,
   variants,
 )
@@ -68,10 +67,7 @@ def run(spec, variables, ratios, batches, repeat) -> dict:
     n: depgraph.collect(traced, variables, traced.group(n), stats_batch)
     for n in names
   }  # fmt: skip
-  counts = [
-    {n: select.keep_count(traced.group(n).width, r) for n in names}
-    for r in ratios
-  ]  # fmt: skip
+  counts = depgraph.uniform_counts(traced, names, list(ratios))
   sw = depgraph.joint_sweep(
     traced, variables, per_group, counts, PruneOptions()
   )

@@ -26,7 +26,6 @@ from thinet_jax import (
   groups,
   nets,
   report,
-  select,
   sharding,
   train,
   variants,
@@ -115,9 +114,7 @@ def compare(config, run) -> dict[str, Any]:
   baseline = train.evaluate(net, variables, run.eval_data())
   widths = {n: traced.width(traced.group(n)) for n in names}
   ratios = list(config.keep_ratios)
-  uniform = [
-    {n: select.keep_count(w, r) for n, w in widths.items()} for r in ratios
-  ]
+  uniform = depgraph.uniform_counts(traced, names, ratios)
   select_key = jax.random.fold_in(key, 1)
   keys = {n: select_key for n in names}
 

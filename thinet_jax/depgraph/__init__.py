@@ -32,6 +32,7 @@ from thinet_jax.depgraph.joint import (
   shared,
   shared_apply,
   stack,
+  uniform_counts,
 )
 from thinet_jax.depgraph.model import (
   Traced,
@@ -83,6 +84,7 @@ __all__ = [
   "shared",
   "shared_apply",
   "stack",
+  "uniform_counts",
   "materialize",
   "ratio_sweep",
   "trace",

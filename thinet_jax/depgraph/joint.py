@@ -62,6 +62,17 @@ class JointSweep:
   shapes: list[Traced]
 
 
+def uniform_counts(
+  model: Traced, names: list[str], ratios: list[float]
+) -> list[dict[str, int]]:
+  """Per keep ratio, every named group's keep count at that ratio of its
+  current width (`select.keep_count`): the `counts` of a uniform sweep."""
+  widths = {n: model.width(model.group(n)) for n in names}
+  return [
+    {n: select.keep_count(w, r) for n, w in widths.items()} for r in ratios
+  ]
+
+
 def joint_sweep(
   model: Traced,
   variables: Any,
