@@ -30,6 +30,16 @@ def test_vmapped_sweep_equals_materialised_models(name):
   )
   logits = depgraph.evaluate_variants(model, sw.stacked, x)
   assert logits.shape[0] == len(counts)
+  # The same counts as a joint sweep of this one group, run on the shared
+  # kernels (each consumer's input scaled per variant): the same logits.
+  joint = depgraph.joint_sweep(
+    model, variables, {group.name: per_consumer},
+    [{group.name: n} for n in counts], options,
+  )  # fmt: skip
+  np.testing.assert_allclose(
+    depgraph.evaluate_shared(model, variables, joint, x), logits,
+    rtol=1e-5, atol=1e-5,
+  )  # fmt: skip
   for k, n in enumerate(counts):
     small_model, small = depgraph.materialize(model, variables, group, sw, k)
     assert small_model.width(group) == n
