@@ -53,6 +53,22 @@ def evaluate_variants(
   )
 
 
+@functools.lru_cache(maxsize=16)
+def _shared_eval(net: nets.Net, traced: depgraph.Traced, sites: tuple):
+  """The jitted vmapped eval step of shared-kernel variants, one per model
+  and set of consumer sites (a sweep's criteria and seeds reuse it)."""
+
+  def infer(v, images):
+    return depgraph.shared_apply(traced, v[0], sites, v[1], v[2], images)
+
+  return jax.jit(
+    jax.vmap(
+      train.make_eval_step(dataclasses.replace(net, infer=infer)),
+      in_axes=((None, 0, 0), None),
+    )
+  )
+
+
 def evaluate_shared(
   model: Model,
   traced: depgraph.Traced,
@@ -76,16 +92,7 @@ def evaluate_shared(
   mesh = mesh or train.data_mesh()
   sh = depgraph.shared(traced, variables, sw)
   net = nets.of(model)
-
-  def infer(v, images):
-    return depgraph.shared_apply(traced, v[0], sh.sites, v[1], v[2], images)
-
-  step = jax.jit(
-    jax.vmap(
-      train.make_eval_step(dataclasses.replace(net, infer=infer)),
-      in_axes=((None, 0, 0), None),
-    )
-  )
+  step = _shared_eval(net, traced, sh.sites)
   shared = (variables, sh.factors, sh.leaves)
   return _sum_variants(
     net, (step(shared, train.shard_batch(b, mesh)) for b in batches)

@@ -35,8 +35,9 @@ from thinet_jax.depgraph.surgery import (
   flat_leaves,
   prune,
   prune_shapes,
+  rank_of,
 )
-from thinet_jax.depgraph.sweep import masked, removal_order
+from thinet_jax.depgraph.sweep import masked, removal_order, row_factors
 from thinet_jax.options import PruneOptions
 from thinet_jax.stats import GroupStats
 
@@ -90,13 +91,13 @@ def joint_sweep(
   options.check()
   keys = keys or {}
   names = list(per_group)
+  widths = {n: model.width(model.group(n)) for n in names}
   for want in counts:
     for n in names:
-      width = model.width(model.group(n))
-      if not 1 <= want[n] <= width:
+      if not 1 <= want[n] <= widths[n]:
         raise ValueError(
-          f"a variant keeps {want[n]} channels of {n}, which has {width}; "
-          "keep counts lie in [1, width]"
+          f"a variant keeps {want[n]} channels of {n}, which has "
+          f"{widths[n]}; keep counts lie in [1, width]"
         )
   orders = {
     n: removal_order(
@@ -198,18 +199,12 @@ def _input_factors(model: Traced, sw: JointSweep, k: int, plan) -> dict:
   out: dict[tuple, np.ndarray] = {}
   for n in sw.names:
     group = model.group(n)
-    alive = np.flatnonzero(model.current(group))
-    rank = np.full(group.width, -1)
-    rank[alive[sw.keeps[k][n]]] = np.arange(len(sw.keeps[k][n]))
+    _, rank = rank_of(model, group, sw.keeps[k][n])
     for c in group.consumers:
       index = c.index[plan.kept(c.input, c.axis)]
       site = (c.eqn, c.input, c.axis)
-      factor = out.setdefault(site, np.ones(len(index)))
-      ours = index >= 0
-      r = rank[np.maximum(index, 0)]
-      factor[ours & (r < 0)] = 0.0
-      hit = ours & (r >= 0)
-      factor[hit] *= np.asarray(sw.scales[k][n][c.name], np.float64)[r[hit]]
+      factor = row_factors(index, rank, sw.scales[k][n][c.name])
+      out[site] = out[site] * factor if site in out else factor
   return out
 
 

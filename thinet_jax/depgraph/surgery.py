@@ -107,7 +107,7 @@ def prune(
   Returns:
     (pruned model, pruned variables).
   """
-  keep, rank = _rank(model, group, keep)
+  keep, rank = rank_of(model, group, keep)
   scales = _per_consumer(scales, group, "scales")
   shifts = _per_consumer(shift, group, "shift")
   leaves = flat_leaves(variables)
@@ -161,7 +161,7 @@ def prune(
   return _after(model, group, masks, len(keep)), new_variables
 
 
-def _rank(model: Traced, group: Group, keep: Any):
+def rank_of(model: Traced, group: Group, keep: Any):
   """(checked keep, rank [group width]: a kept channel's place, else -1)."""
   alive = np.flatnonzero(model.current(group))
   keep = check_keep(keep, len(alive))
@@ -192,7 +192,7 @@ def _after(model: Traced, group: Group, masks: dict, width: int) -> Traced:
 def prune_shapes(model: Traced, group: Group, keep: Any) -> Traced:
   """The model `prune` returns, without variables: only the kept masks
   change (for counting the cost of a kept set)."""
-  keep, rank = _rank(model, group, keep)
+  keep, rank = rank_of(model, group, keep)
   masks = dict(model.masks)
   program = model.graph.program
   leaves = zip(program.leaf_paths, program.leaf_ids, strict=True)

@@ -36,6 +36,7 @@ from thinet_jax.depgraph.surgery import (
   add_shifts,
   flat_leaves,
   prune,
+  rank_of,
 )
 from thinet_jax.options import PruneOptions
 from thinet_jax.stats import GroupStats
@@ -56,6 +57,19 @@ class Sweep:
   stacked: Any
 
 
+def row_factors(index: np.ndarray, rank: np.ndarray, scales) -> np.ndarray:
+  """Per position (`index[p]`: its group channel, -1 for another group's),
+  what a variant multiplies it by: the kept channel's scale, 0 for a
+  removed one, 1 outside the group (`rank` from `rank_of`)."""
+  factor = np.ones(len(index))
+  ours = index >= 0
+  r = rank[np.maximum(index, 0)]
+  factor[ours & (r < 0)] = 0.0
+  hit = ours & (r >= 0)
+  factor[hit] = np.asarray(scales, np.float64)[r[hit]]
+  return factor
+
+
 def masked(
   model: Traced,
   variables: Any,
@@ -66,9 +80,7 @@ def masked(
 ) -> Any:
   """The variables of `prune(...)` at the original shapes: removed
   channels' consumer rows zero, kept rows scaled, shifts added."""
-  alive = np.flatnonzero(model.current(group))
-  rank = np.full(group.width, -1)
-  rank[alive[keep]] = np.arange(len(keep))
+  _, rank = rank_of(model, group, keep)
   leaves = flat_leaves(variables)
   done = set()
   for c in group.consumers:
@@ -77,12 +89,7 @@ def masked(
     done.add(c.name)
     member = group.member(c.kernel, c.kernel_axis)
     index = member.index[model.mask(c.kernel, c.kernel_axis)]
-    factor = np.ones(len(index))
-    ours = index >= 0
-    r = rank[np.maximum(index, 0)]
-    factor[ours & (r < 0)] = 0.0
-    hit = ours & (r >= 0)
-    factor[hit] = np.asarray(scales[c.name], np.float64)[r[hit]]
+    factor = row_factors(index, rank, scales[c.name])
     x = leaves[c.kernel]
     shape = [1] * x.ndim
     shape[c.kernel_axis] = len(index)
