@@ -13,7 +13,7 @@ For full-size VGG-16 and ResNet-50 at 224x224, batch 1:
   example_inputs)` (a traced forward pass plus its graph), then
   `get_all_groups()`, on torchvision's VGG-16 and ResNet-50 layouts
   (module for module the same architectures; torchvision's own wheel is a
-  CUDA build here, so the models are defined in `tests/torch_models.py`).
+  CUDA build here, so the models are defined in `benchmarks/torch_models.py`).
 
 Each is timed `--repeat` times after one warm-up; the best and the median
 are written to benchmarks/depgraph_speed.json with the groups each found.
@@ -38,7 +38,8 @@ from thinet_jax.depgraph import program as program_lib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "depgraph_speed.json"
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests"))  # zoo
+sys.path.insert(0, str(ROOT))  # benchmarks.torch_models
 
 
 def _timed(fn, repeat: int) -> tuple[dict, object]:
@@ -98,7 +99,7 @@ def torch_pruning(arch: str, size: int, repeat: int, side: int = 7) -> dict:
   import torch
   import torch_pruning as tp
 
-  import torch_models
+  from benchmarks import torch_models
 
   torch.manual_seed(0)
   model = torch_models.full_size(arch, side=side).eval()

@@ -20,6 +20,7 @@ import sys
 import ablation
 import criteria_table
 import onnx_latency
+import peer
 import presets_table
 import recipes
 import selection
@@ -177,6 +178,47 @@ def _plot_ablation(result: dict, plots: pathlib.Path | None) -> str:
   ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8)
   fig.tight_layout()
   return _save(fig, plots, "ablation_oneshot.png")
+
+
+def section_peer(plots: pathlib.Path | None) -> str:
+  out = [
+    "## Side by side with Torch-Pruning on the same weights", "",
+    "One PyTorch model per architecture, trained by "
+    "`benchmarks/torch_baseline.py` (`baselines/torch/`), pruned on both "
+    "sides to the same FLOPs (conv1_1 .. conv4_3 of the VGG, branch2a and "
+    "branch2b of every ResNet block, to half width): by Torch-Pruning 1.6 "
+    "with its criteria (`tp:`), fine-tuned in PyTorch; and by this library "
+    "(`thinet_jax`) after `interop.from_torchvision`, fine-tuned by "
+    "`train.prune`. Every fine-tune reads the library's batches with the "
+    "same seed, so both sides see the same images in the same order. "
+    "Columns: fine-tune epochs after a one-shot prune (SGD momentum 0.9, "
+    "weight decay 5e-4, lr 0.01 cosine to 0 over the budget, batch 128); "
+    "`thinet_jax:procedure` spends the same total epochs layer by layer. "
+    "`parity:l1` is Torch-Pruning's per-filter-L1 model fine-tuned by the "
+    "library: the two fine-tunes on identical pruned weights. Test accuracy "
+    "in %, mean ± sample standard deviation (seeds).", "",
+  ]  # fmt: skip
+  for key, model in peer.MODELS.items():
+    out += [f"### {model.preset}", ""]
+    result = _load(f"peer_{key}.json")
+    command = f"python benchmarks/peer.py --model {key}"
+    if result is None:
+      out += [_missing(command), ""]
+      continue
+    cells = list(result["cells"].values())
+    wall = sum(c["wall_s"] for c in cells) / 60
+    m = result["machine"]
+    out += [peer.markdown(result), ""]
+    out.append("  \n".join([
+      f"Reproduce: `{command}` (finished cells are read, not rerun).",
+      f"Machine: {machine_line(result)}; torch {m['torch']}, "
+      f"torch-pruning {m['torch_pruning']}.",
+      f"Wall time of the {len(cells)} cells: {wall:.0f} min in all.",
+    ]))  # fmt: skip
+    png = _save(peer.figure(result, f"{model.preset}, equal FLOPs"), plots,
+                f"peer_{key}.png")  # fmt: skip
+    out += ["", f"![{model.preset} against Torch-Pruning]({png})", ""]
+  return "\n".join(out).rstrip()
 
 
 def section_procedure() -> str:
@@ -685,6 +727,7 @@ def render(plots: pathlib.Path | None = PLOTS) -> str:
   sections = [
     header,
     section_ablation(plots),
+    section_peer(plots),
     section_selection(plots),
     section_selection_together(plots),
     section_sweep_criteria(),

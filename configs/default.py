@@ -24,6 +24,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # expects (torchvision's / Keras's, Caffe's).
   config.preprocessing = ""
   config.image_size = 32  # Input height/width; smaller images are zero-padded.
+  # Train augmentation: zero padding before the random crop, in pixels.
+  config.crop_pad = 4
   config.batch_size = 128  # Global batch size (split over processes).
   config.eval_batches = -1  # Eval batches to run; -1 = the whole eval split.
   config.seed = 0  # Seeds init, shuffling and augmentation.
@@ -35,6 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.momentum = 0.9  # SGD momentum.
   config.nesterov = True  # Nesterov momentum.
   config.weight_decay = 5e-4  # L2 weight decay on conv and dense kernels.
+  # Decay every parameter (biases, BatchNorm too), as PyTorch's SGD does.
+  config.decay_all = False
   config.schedule = "cosine"  # "cosine", "step" or "constant".
   config.warmup_epochs = 1.0  # Linear warm-up from 0, in epochs.
   config.lr_drop_epochs = ()  # "step" schedule: epochs where lr drops.

@@ -12,11 +12,13 @@ batch 128, the standard augmentation). Budget (i) of the ablation
       --workdir runs/oneshot
 """
 
+import ml_collections
+
 from configs import default, fmnist_vgg16_thinet
 
 
-def get_config(arg: str | None = None):
-  config = fmnist_vgg16_thinet.get_config()
+def oneshot(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The one-shot budget on top of a train.prune config."""
   config.finetune_epochs = 0.0  # No fine-tuning between groups.
   config.stage_end_epochs = 0.0
   config.num_epochs = 2.0  # The only fine-tune.
@@ -27,4 +29,9 @@ def get_config(arg: str | None = None):
   config.nesterov = False
   config.weight_decay = 5e-4
   config.batch_size = 128
+  return config
+
+
+def get_config(arg: str | None = None):
+  config = oneshot(fmnist_vgg16_thinet.get_config())
   return default.apply_arg(config, arg, prune=True)

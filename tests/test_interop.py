@@ -18,7 +18,7 @@ from thinet_jax import interop, models, presets, profile
 from thinet_jax.spec import ModelSpec
 
 import reference
-from torch_models import TorchResNet, TorchVGG, full_size
+from torch_models import TorchResNet, TorchVGG, fmnist, full_size
 
 torch.manual_seed(0)
 
@@ -105,6 +105,18 @@ def test_torchvision_resnet_matches_pytorch(tmp_path, fmt):
   # on the same weights computes something else.
   other = _our_logits(_resnet_spec("caffe"), variables, x)
   assert np.abs(other - _torch_logits(model, x)).max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["vgg16-fmnist", "resnet-fmnist"])
+def test_the_fmnist_twins_import_into_their_presets(name):
+  # benchmarks/peer.py trains these in PyTorch and prunes them on both
+  # sides: the import must be the same function, small stem included.
+  torch.manual_seed(0)
+  model = _randomise_batch_norm(fmnist(name))
+  spec = presets.get(name)
+  _, variables = interop.from_torchvision(model.state_dict(), spec, 32)
+  x = np.random.default_rng(1).normal(size=(4, 32, 32, 1)).astype(np.float32)
+  _close(_our_logits(spec, variables, x), _torch_logits(model, x))
 
 
 def test_a_state_dict_of_another_architecture_names_the_tensor(tmp_path):

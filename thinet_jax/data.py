@@ -186,11 +186,12 @@ class _Finish:
   train: bool
   batch_size: int
   bgr: bool = False
+  crop_pad: int = 4
 
   def __call__(self, batch, rng: np.random.Generator):
     images = batch["image"]
     if self.train:
-      images = augment(images, rng)
+      images = augment(images, rng, self.crop_pad)
     if self.bgr:  # RGB records -> BGR (Caffe / Keras models).
       images = images[..., ::-1]
     images = (images.astype(np.float32) / 255.0 - np.float32(self.mean)) / (
@@ -223,15 +224,16 @@ def pipeline(
   in_memory: bool | None = None,
   cache_path: str | None = None,
   prefetch_threads: int = 1,
+  crop_pad: int = 4,
 ) -> grain.IterDataset:
   """Batches of a data source, shuffled and augmented when `train`.
 
   Train batches are shuffled with `seed` (a new permutation every epoch),
-  augmented (pad-and-crop by 4, horizontal flip) and full (a short last batch
-  is dropped). Eval batches come in record order, unaugmented, and the last
-  one is padded to `batch_size` with a `mask` field (1 for real examples, 0
-  for padding) so that a jitted eval step sees one shape. The same seed gives
-  the same batches.
+  augmented (pad-and-crop by `crop_pad`, horizontal flip) and full (a
+  short last batch is dropped). Eval batches come in record order,
+  unaugmented, and the last one is padded to `batch_size` with a `mask`
+  field (1 for real examples, 0 for padding) so that a jitted eval step
+  sees one shape. The same seed gives the same batches.
 
   Multi-host: each process reads its own shard of the records
   (`shard_index`/`shard_count`, default `jax.process_index()` and
@@ -260,6 +262,8 @@ def pipeline(
     in_memory: decode everything first; default by size, as above.
     cache_path: .npz file caching the decoded arrays (in-memory mode).
     prefetch_threads: threads preparing batches ahead of the consumer.
+    crop_pad: train augmentation: zero padding before the random crop
+      back to `image_size`, in pixels (0 = flips only).
 
   Returns:
     A `grain.IterDataset` of dicts of NumPy arrays: image f32[B, S, S, C],
@@ -303,7 +307,8 @@ def pipeline(
     ds = ds.repeat(num_epochs)
   ds = ds.batch(batch_size, drop_remainder=train)
   ds = ds.random_map(
-    _Finish(tuple(mean), tuple(std), train, batch_size, bgr), seed=seed
+    _Finish(tuple(mean), tuple(std), train, batch_size, bgr, crop_pad),
+    seed=seed,
   )
   return ds.to_iter_dataset(
     grain.ReadOptions(num_threads=prefetch_threads, prefetch_buffer_size=4)

@@ -215,19 +215,19 @@ def _nchw_rows(channels: int, side: int):
 
 
 def _resnet_tensors(spec: ModelSpec, torch: bool) -> list:
-  if spec.family != "resnet" or spec.stem != "imagenet":
+  if spec.family != "resnet":
     raise ValueError(
-      "ResNet weights convert to a ResNet spec with the ImageNet stem; got "
-      f"family={spec.family!r}, stem={spec.stem!r}"
+      f"ResNet weights convert to a ResNet spec; got family={spec.family!r}"
     )
   out = []
+  stem = 7 if spec.stem == "imagenet" else 3  # The small stems' 3x3 conv.
   if torch:
     out += _conv_tensors("conv1", "bn1", "conv1", "bn_conv1",
-                         spec.in_channels, spec.stem_width, 7, True, True,
+                         spec.in_channels, spec.stem_width, stem, True, True,
                          conv_bias=False)  # fmt: skip
   else:
     out += _conv_tensors("conv1_conv", "conv1_bn", "conv1", "bn_conv1",
-                         spec.in_channels, spec.stem_width, 7, True, False,
+                         spec.in_channels, spec.stem_width, stem, True, False,
                          conv_bias=True)  # fmt: skip
   names = iter(spec.resnet_block_names())
   widths = iter(spec.block_widths)

@@ -105,10 +105,17 @@ def _kernels_only(params):
 def optimizer(
   config: ml_collections.ConfigDict, steps_per_epoch: int
 ) -> optax.GradientTransformation:
-  """SGD + momentum with L2 weight decay on kernels (the paper's Caffe
-  solver), following `schedule`."""
+  """SGD + momentum with L2 weight decay, following `schedule`.
+
+  The decay reaches the conv and dense kernels (the paper's Caffe solver)
+  or, with `config.decay_all`, every parameter, biases and BatchNorm scales
+  and shifts included (PyTorch's `SGD(weight_decay=...)` default).
+  """
+  decay_all = config.get("decay_all", False)
   return optax.chain(
-    optax.add_decayed_weights(config.weight_decay, mask=_kernels_only),
+    optax.add_decayed_weights(
+      config.weight_decay, mask=None if decay_all else _kernels_only
+    ),
     optax.sgd(
       schedule(config, steps_per_epoch),
       momentum=config.momentum,

@@ -160,7 +160,7 @@ def setup(config: ml_collections.ConfigDict) -> Run:
     return data.dataset(
       config.dataset, config.train_split, data_dir=data_dir,
       batch_size=per_process, image_size=config.image_size, train=True,
-      preprocessing=config.preprocessing,
+      preprocessing=config.preprocessing, crop_pad=config.crop_pad,
       seed=seed, num_epochs=None,
     )  # fmt: skip
 
