@@ -165,6 +165,32 @@ def test_augment_matches_a_per_image_loop():
     np.testing.assert_array_equal(got[b], want)
 
 
+@pytest.mark.parametrize("crop_pad", [0, 2])
+def test_the_pipeline_crops_by_crop_pad(crop_pad):
+  """Each train image is its record shifted by at most crop_pad pixels and
+  maybe flipped; crop_pad 0 leaves flips only."""
+  source = _synthetic(40, size=6)
+  ds = data.pipeline(
+    source, batch_size=8, image_size=6, train=True, shard_index=0,
+    shard_count=1, normalization=((0.0,), (1.0,)), num_epochs=1,
+    crop_pad=crop_pad,
+  )  # fmt: skip
+  shifts = set()
+  for batch in ds:
+    for image, label in zip(batch["image"], batch["label"], strict=True):
+      raw = source[int(label)]["image"].astype(np.float32) / 255.0
+      p = crop_pad
+      padded = np.pad(raw, ((p, p), (p, p), (0, 0)))
+      found = [
+        (i, j) for i in range(2 * p + 1) for j in range(2 * p + 1)
+        for view in (image, image[:, ::-1])
+        if np.allclose(padded[i : i + 6, j : j + 6], view)
+      ]  # fmt: skip
+      assert found, "an image is no crop of its record"
+      shifts.update(found)
+  assert len(shifts) > (1 if crop_pad else 0)
+
+
 def test_fit_image_pads_and_crops():
   x = np.full((28, 28, 1), 7, np.uint8)
   y = data.fit_image(x, 32)

@@ -40,9 +40,10 @@ def _top_half_l1(weight: torch.Tensor) -> list[int]:
 
 def test_tp_l1_keeps_the_filters_of_largest_l1_norm():
   model = _trained_looking("vgg16-fmnist")
-  # conv1_1 and conv2_1: neither reads a pruned layer, so their scores are
-  # those of the original weights.
-  targets = {"conv1_1": "features.0", "conv2_1": "features.7"}
+  # Torch-Pruning scores every group before it cuts any, so conv1_2 (which
+  # reads the pruned conv1_1) is scored on its original weights too.
+  targets = {"conv1_1": "features.0", "conv1_2": "features.3",
+             "conv2_1": "features.7"}  # fmt: skip
   pruned, _, history = torch_side.prune(model, "l1", targets, 0.5, seed=0)
   modules = dict(model.named_modules())
   kept = torch_side.kept(

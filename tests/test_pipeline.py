@@ -74,6 +74,34 @@ def test_dead_channel_goes_first_and_changes_nothing():
   assert 2 in by_norm.kept
 
 
+def test_weight_sum_original_scores_the_unpruned_filters():
+  """After conv1_1 is cut and its consumer conv2_1 rescaled, `weight_sum`
+  ranks conv2_1's filters as they are now and `weight_sum_original` as they
+  were (Li et al.'s and Torch-Pruning's scores): each keeps the largest L1
+  norms of its own kernel (NumPy)."""
+  original = random_variables(SPEC, SIZE)
+  spec1, vars1, _ = _prune(original, "thinet", keep_ratio=0.5)
+
+  def l1_top(kernel, n):
+    norms = np.abs(np.asarray(kernel, np.float64)).sum(axis=(0, 1, 2))
+    return sorted(np.argsort(-norms, kind="stable")[:n].tolist())
+
+  def second(criterion, **kw):
+    return pipeline.prune_group(
+      spec1, vars1, "conv2_1", _batches(), keep_ratio=0.6, image_size=SIZE,
+      criterion=criterion, mode="exhaustive", progress=False, **kw,
+    )[2].kept  # fmt: skip
+
+  now = vars1["params"]["conv2_1"]["kernel"]
+  was = original["params"]["conv2_1"]["kernel"]
+  assert now.shape[2] == 3 and was.shape[2] == 6
+  assert second("weight_sum") == l1_top(now, 3)
+  kept = second("weight_sum_original", reference=(SPEC, original))
+  assert kept == l1_top(was, 3)
+  with pytest.raises(ValueError, match="reference="):
+    second("weight_sum_original")
+
+
 def test_proportional_channel_is_folded_into_its_twin():
   """(b) Channel 4 = 0.5 * channel 1 (filter and bias), consumer weights
   0.2x: its contribution is 0.1x channel 1's, so least squares moves it onto
@@ -116,6 +144,7 @@ def test_record_is_consistent_and_json_ready(criterion):
   spec2, vars2, record = pipeline.prune_group(
     SPEC, variables, "conv2_1", _batches(), keep_ratio=0.5, image_size=SIZE,
     criterion=criterion, key=jax.random.key(1), progress=False,
+    reference=(SPEC, variables),  # weight_sum_original scores it.
   )  # fmt: skip
   assert groups.get(spec2, "conv2_1").width == record.width_after == 2
   assert record.width_before == 5 and len(record.kept) == 2

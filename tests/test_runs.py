@@ -127,6 +127,32 @@ def test_config_change_on_resume_stops_before_any_work(
 
 
 @pytest.mark.slow
+def test_a_one_shot_pass_is_reused_under_other_fine_tune_settings(
+  finished, small_model, tmp_path
+):
+  """With no fine-tune between groups, the steps do not depend on the
+  fine-tune's fields: a run with other ones resumes the pass (its steps
+  copied into a new workdir) and only fine-tunes. Where the groups do
+  fine-tune (`finished`), the same field stops the rerun."""
+  one_shot = ("--config.finetune_epochs=0", "--config.stage_end_epochs=0")
+  first = _prune(tmp_path / "a", small_model, *one_shot)
+  assert first.returncode == 0, first.stderr[-3000:]
+  shutil.copytree(tmp_path / "a" / "steps", tmp_path / "b" / "steps")
+  other = ("--config.distill_weight=0.9", "--config.crop_pad=2",
+           "--config.momentum=0.8", "--config.decay_all=True")  # fmt: skip
+  second = _prune(tmp_path / "b", small_model, *one_shot, *other)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "group 1/2 conv1_1 resumed" in second.stdout
+  assert "group 2/2 conv2_1 resumed" in second.stdout
+  report = json.loads((tmp_path / "b" / "report.json").read_text())
+  assert report["config"]["distill_weight"] == 0.9
+  workdir, model, _ = finished
+  refused = _prune(workdir, model, "--config.distill_weight=0.9")
+  assert refused.returncode == 2
+  assert "distill_weight: 0.5 -> 0.9" in refused.stderr
+
+
+@pytest.mark.slow
 def test_restart_from_redoes_that_step_and_the_rest(finished, tmp_path):
   """A per-group keep ratio from the command line (a tuple) changes only
   conv2_1's plan: the rerun names conv2_1, and restart_from=conv2_1

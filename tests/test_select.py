@@ -189,7 +189,7 @@ def test_baselines():
 
 def test_criteria_registry_errors():
   known = "thinet, thinet_centred, forward, forward_centred, random, " + (
-    "weight_sum, apoz"
+    "weight_sum, weight_sum_original, apoz"
   )
   with pytest.raises(KeyError, match=f"known: {known}"):
     select.removal_order("l2", select.SelectionInputs())

@@ -125,17 +125,24 @@ def test_distillation_pulls_the_student_to_its_teacher():
     train.Teacher(spec, teacher_vars, weight=1.5)
 
 
-def test_weight_decay_only_on_kernels():
+@pytest.mark.parametrize("decay_all", [False, True])
+def test_weight_decay_on_kernels_or_on_everything(decay_all):
   config = _config(
     learning_rate=0.1, weight_decay=0.5, momentum=0.0, nesterov=False,
-    warmup_epochs=0.0, schedule="constant",
+    warmup_epochs=0.0, schedule="constant", decay_all=decay_all,
   )  # fmt: skip
   tx = train.optimizer(config, steps_per_epoch=1)
-  params = {"conv": {"kernel": jnp.ones(3), "bias": jnp.ones(3)}}
+  params = {
+    "conv": {"kernel": jnp.ones(3), "bias": jnp.ones(3)},
+    "bn": {"scale": 2 * jnp.ones(3)},
+  }  # fmt: skip
   zero = jax.tree.map(jnp.zeros_like, params)
   updates, _ = tx.update(zero, tx.init(params), params)
   np.testing.assert_allclose(updates["conv"]["kernel"], -0.05 * np.ones(3))
-  np.testing.assert_allclose(updates["conv"]["bias"], np.zeros(3))
+  # PyTorch's SGD(weight_decay) reaches biases and BatchNorm too.
+  others = -0.05 if decay_all else 0.0
+  np.testing.assert_allclose(updates["conv"]["bias"], others * np.ones(3))
+  np.testing.assert_allclose(updates["bn"]["scale"], 2 * others * np.ones(3))
 
 
 def test_schedules():

@@ -55,6 +55,11 @@ class PruneOptions:
         'target="original" needs reference=(model, variables) of the '
         "unpruned model"
       )
+    if self.criterion == "weight_sum_original" and not has_reference:
+      raise ValueError(
+        'criterion "weight_sum_original" needs reference=(model, variables) '
+        "of the unpruned model"
+      )
     if self.mode not in stats.MODES:
       raise ValueError(f"mode must be one of {stats.MODES}, got {self.mode!r}")
     if self.ridge < 0:

@@ -160,7 +160,7 @@ def prune_group(
 
   traced = factories.graph_of(spec, image_size)
   ref = None
-  if target == "original":
+  if reference is not None:  # target="original", weight_sum_original
     ref = (factories.graph_of(reference[0], image_size), reference[1])
   options = PruneOptions(
     criterion=criterion, least_squares=least_squares, ridge=ridge, mode=mode,

@@ -33,7 +33,10 @@ survives the consumer's bias or BatchNorm): `thinet_centred` (the paper's
 greedy on Gc) and `forward_centred`.
 
 Baselines (same result type): `random` (seeded permutation), `weight_sum`
-(L1 norm of each producer filter, smallest removed first; Li et al. 2017),
+(L1 norm of each producer filter, smallest removed first; Li et al. 2017;
+in the model as pruned so far, whose earlier groups cut and rescaled the
+filters' inputs), `weight_sum_original` (the same norm of the unpruned
+model's filters, as Li et al. and Torch-Pruning score them),
 `apoz` (average percentage of zeros of the producer's post-ReLU output,
 highest removed first; Hu et al. 2016). All are looked up by name in
 `CRITERIA`.
@@ -209,6 +212,8 @@ class SelectionInputs:
   cross, centred_cross: [C] X^T t (uncentred, centred) for a target t
     other than the consumer's own output; the forward criteria select for
     it (the paper's greedy is defined for the own output only).
+  original_producer_kernel: the producer kernel of the unpruned model,
+    restricted to the group's current channels ([..., C]).
   """
 
   gram: Any = None
@@ -218,6 +223,7 @@ class SelectionInputs:
   centred_gram: Any = None
   cross: Any = None
   centred_cross: Any = None
+  original_producer_kernel: Any = None
 
   @classmethod
   def of(cls, group_stats: Any, producer_kernel: Any, key: Any):
@@ -271,10 +277,19 @@ def _random(inputs: SelectionInputs) -> jax.Array:
   return jax.random.permutation(key, n).astype(jnp.int32)
 
 
-def _weight_sum(inputs: SelectionInputs) -> jax.Array:
-  kernel = jnp.asarray(_need(inputs, "producer_kernel", "weight_sum"))
+def _l1_order(kernel: Any) -> jax.Array:
+  kernel = jnp.asarray(kernel)
   norms = jnp.sum(jnp.abs(kernel.reshape(-1, kernel.shape[-1])), axis=0)
   return jnp.argsort(norms, stable=True).astype(jnp.int32)
+
+
+def _weight_sum(inputs: SelectionInputs) -> jax.Array:
+  return _l1_order(_need(inputs, "producer_kernel", "weight_sum"))
+
+
+def _weight_sum_original(inputs: SelectionInputs) -> jax.Array:
+  field, name = "original_producer_kernel", "weight_sum_original"
+  return _l1_order(_need(inputs, field, name))
 
 
 def _apoz(inputs: SelectionInputs) -> jax.Array:
@@ -301,6 +316,7 @@ CRITERIA: dict[str, Callable[[SelectionInputs], jax.Array]] = {
   "forward_centred": _forward_centred,
   "random": _random,
   "weight_sum": _weight_sum,
+  "weight_sum_original": _weight_sum_original,
   "apoz": _apoz,
 }
 

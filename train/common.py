@@ -312,15 +312,33 @@ FINAL_FIELDS = (
 )  # fmt: skip
 
 
+# Fields only fine-tunes read. The final fine-tune records them; the steps
+# before it only when they fine-tune (so a one-shot pass, which does not,
+# is reused by a rerun with other fine-tune settings).
+TRAINING_FIELDS = (
+  "momentum", "nesterov", "weight_decay", "decay_all", "crop_pad",
+  "distill_weight", "distill_temperature",
+)  # fmt: skip
+
+
+def _fine_tunes_before_final(config: ml_collections.ConfigDict) -> bool:
+  head = bool(config.get("head")) and config.get("head_finetune_epochs", 0) > 0
+  groups = config.get("finetune_epochs", 0) > 0
+  return head or groups or config.get("stage_end_epochs", 0) > 0
+
+
 def determinants(
   config: ml_collections.ConfigDict, variables: dict[str, Any]
 ) -> dict[str, Any]:
   """What every step of a run depends on: the library version, the
   starting model's values (sha256) and the config's fields, less those of
-  the plan and the final fine-tune (recorded by the steps they reach)."""
+  the plan and the final fine-tune (recorded by the steps they reach), and
+  less the fine-tune fields when no step before the final one trains."""
   import thinet_jax
 
   skip = set(NOT_DETERMINING + PLAN_FIELDS + FINAL_FIELDS)
+  if not _fine_tunes_before_final(config):
+    skip |= set(TRAINING_FIELDS)
   return {
     "library": thinet_jax.__version__,
     "start_model_sha256": rundir.tree_hash(variables),
@@ -329,7 +347,7 @@ def determinants(
 
 
 def final_determinants(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  return {k: config.to_dict().get(k) for k in FINAL_FIELDS}
+  return {k: config.to_dict().get(k) for k in FINAL_FIELDS + TRAINING_FIELDS}
 
 
 def finished_report(workdir: str, outputs: Iterable[str]) -> dict | None:

@@ -70,6 +70,18 @@ class Record:
     return np.asarray(self.kept, np.int32)
 
 
+def original_norms(
+  model: Traced, group: Group, reference: tuple[Traced, Any] | None
+) -> np.ndarray | None:
+  """[C] `producer_norms` of the unpruned `reference` model's filters, at
+  the group's current channels: what `weight_sum_original` ranks."""
+  if reference is None:
+    return None
+  ref_model, ref_variables = reference
+  norms = producer_norms(ref_model, ref_variables, ref_model.group(group.name))
+  return norms[model.current(group)]
+
+
 def producer_norms(model: Traced, variables: Any, group: Group) -> np.ndarray:
   """[C] L1 norm of every current channel's producer filters (summed over
   the group's producers): what `weight_sum` ranks (Li et al. 2017)."""
@@ -94,10 +106,12 @@ def selection_inputs(
   per_consumer: dict[str, GroupStats],
   norms: np.ndarray | None = None,
   key: jax.Array | None = None,
+  original_norms: np.ndarray | None = None,
 ) -> select.SelectionInputs:
   """What a criterion sees of a group: the combined problem's Gram and
   cross moments (plain and centred, float32), the first consumer's zero
-  fractions, the producers' filter norms (as a [1, C] kernel)."""
+  fractions, the producers' filter norms (as a [1, C] kernel), now and in
+  the unpruned model."""
   first = next(iter(per_consumer.values()))
   f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
   plain = combine(per_consumer)
@@ -113,6 +127,9 @@ def selection_inputs(
     centred_gram=None if centred is None else f32(centred.gram),
     cross=f32(plain.cross) if has_target else None,
     centred_cross=f32(centred.cross) if has_target and centred else None,
+    original_producer_kernel=(
+      None if original_norms is None else f32(original_norms)[None]
+    ),
   )
 
 
@@ -165,6 +182,7 @@ def prune_step(
   n_keep: int,
   options: PruneOptions = PruneOptions(),
   key: jax.Array | None = None,
+  reference: tuple[Traced, Any] | None = None,
 ) -> tuple[Traced, Any, Record]:
   """Selects `n_keep` channels, fits the scales, rebuilds the model.
 
@@ -179,6 +197,8 @@ def prune_step(
     n_keep: channels kept, in [1, current width].
     options: criterion, least squares, ridge, centred (see PruneOptions).
     key: PRNG key of key-driven criteria ("random").
+    reference: (model, variables) of the unpruned model: what
+      `weight_sum_original` scores.
 
   Returns:
     (pruned model, pruned variables, Record).
@@ -195,10 +215,16 @@ def prune_step(
       'options.target="original" needs statistics collected with '
       "reference=(unpruned model, its variables)"
     )
+  if options.criterion == "weight_sum_original" and reference is None:
+    raise ValueError(
+      'criterion "weight_sum_original" scores the unpruned model: pass '
+      "reference=(unpruned model, its variables)"
+    )
   key = jax.random.key(0) if key is None else key
   inputs = selection_inputs(
-    per_consumer, producer_norms(model, variables, group), key
-  )
+    per_consumer, producer_norms(model, variables, group), key,
+    original_norms(model, group, reference),
+  )  # fmt: skip
   order = select.removal_order(options.criterion, inputs)
   keep = np.asarray(select.keep_indices(order, n_keep))
   scales, shifts, errors = fit(per_consumer, keep, options)
@@ -253,7 +279,7 @@ def prune_group(
       greedy and least squares, exhaustive statistics.
     key: PRNG key: statistics sampling and the random criterion.
     reference: (model, variables) of the unpruned model, for
-      `target="original"`.
+      `target="original"` and `weight_sum_original`.
     max_batches, progress: as `depgraph.collect`.
   """
   if options is None:
@@ -272,5 +298,6 @@ def prune_group(
     reference=reference if options.target == "original" else None,
   )  # fmt: skip
   return prune_step(
-    model, variables, group, per_consumer, n_keep, options, select_key
-  )
+    model, variables, group, per_consumer, n_keep, options, select_key,
+    reference,
+  )  # fmt: skip

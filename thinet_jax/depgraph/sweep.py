@@ -161,11 +161,11 @@ def removal_order(
   key: jax.Array | None = None,
 ) -> np.ndarray:
   """The criterion's removal order of the group's current channels, as
-  `prune_step` computes it (its last n are the kept set of n)."""
+  `prune_step` computes it (its last n are the kept set of n). A sweep
+  scores the model it is given, so its norms are also the "original"."""
   key = jax.random.key(0) if key is None else key
-  inputs = selection_inputs(
-    per_consumer, producer_norms(model, variables, group), key
-  )
+  norms = producer_norms(model, variables, group)
+  inputs = selection_inputs(per_consumer, norms, key, norms)
   return np.asarray(select.removal_order(options.criterion, inputs))
 
 
