@@ -94,6 +94,20 @@ def command(
   ]  # fmt: skip
 
 
+def run_resumable(cmd: list[str], what: str) -> None:
+  """Runs a resumable command (`train.prune`, `train.main`) from the
+  repository root on 2 virtual CPU devices (unless XLA_FLAGS says
+  otherwise); a failure stops the script with the command to resume."""
+  env = dict(os.environ)
+  env.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  result = subprocess.run(cmd, cwd=ROOT, env=env)
+  if result.returncode != 0:
+    raise SystemExit(
+      f"{what} failed (exit {result.returncode}); rerun the same command to "
+      f"resume it: {' '.join(cmd)}"
+    )
+
+
 def _workdir(budget, row, seed, runs, no_finetune) -> pathlib.Path:
   kind = budget + ("-no-finetune" if no_finetune else "")
   return pathlib.Path(runs) / kind / row.lstrip("+") / f"seed{seed}"
@@ -108,15 +122,8 @@ def run_one(budget, row, seed, runs, quick, no_finetune=False) -> dict:
   if not no_finetune and budget == "oneshot":
     pass_wall = _reuse_pass(workdir, runs, row, seed)
   if not report_path.exists():
-    env = dict(os.environ)
-    env.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
     start = time.time()
-    result = subprocess.run(cmd, cwd=ROOT, env=env)
-    if result.returncode != 0:
-      raise SystemExit(
-        f"{row} seed {seed} failed (exit {result.returncode}); rerun the "
-        f"same command to resume it: {' '.join(cmd)}"
-      )
+    run_resumable(cmd, f"{row} seed {seed}")
     print(f"{row} seed {seed}: {time.time() - start:.0f} s", flush=True)
   report = json.loads(report_path.read_text())
   return {

@@ -336,14 +336,9 @@ def run_tp(ctx, method, overrides, seed, budgets) -> dict[float, dict]:
 
 
 def _subprocess(cmd: list[str], what: str) -> None:
-  env = dict(os.environ)
-  env.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-  result = subprocess.run(cmd, cwd=ROOT, env=env)
-  if result.returncode != 0:
-    raise SystemExit(
-      f"{what} failed (exit {result.returncode}); rerun the same command to "
-      f"resume it: {' '.join(cmd)}"
-    )
+  from benchmarks import ablation
+
+  ablation.run_resumable(cmd, what)
 
 
 def _flags(overrides: dict) -> list[str]:

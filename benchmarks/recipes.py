@@ -36,11 +36,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import subprocess
 import sys
 import time
+
+import ablation
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = pathlib.Path(__file__).resolve().parent / "recipes.json"
@@ -88,14 +88,7 @@ def run_one(recipe, criterion, runs, quick, finished_only) -> dict | None:
   if not report_path.exists():
     if finished_only:
       return None
-    env = dict(os.environ)
-    env.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    result = subprocess.run(cmd, cwd=ROOT, env=env)
-    if result.returncode != 0:
-      raise SystemExit(
-        f"{row_name(recipe, criterion)} failed (exit {result.returncode}); "
-        f"rerun the same command to resume it: {' '.join(cmd)}"
-      )
+    ablation.run_resumable(cmd, row_name(recipe, criterion))
   report = json.loads(report_path.read_text())
   base, pruned = report["baseline"], report["pruned"]
   head = report.get("head")
