@@ -115,9 +115,13 @@ def test_benchmarks_md_is_what_the_committed_json_gives(tmp_path):
   )  # fmt: skip
   text = out.read_text()
   assert text == (ROOT / "BENCHMARKS.md").read_text()
+  peer = {
+    f"peer_{m}.png" for m in ("vgg", "resnet")
+    if (ROOT / "benchmarks" / f"peer_{m}.json").exists()
+  }  # fmt: skip
   assert {p.name for p in plots.iterdir()} == {
     "ablation_oneshot.png", "greedy_speed.png", "selection.png",
-    "selection_together.png",
+    "selection_together.png", *peer,
   }  # fmt: skip
   sections = text.split("\n## ")[1:]
   assert all("Reproduce" in s or "Not measured yet" in s for s in sections)
