@@ -106,7 +106,7 @@ def selection_inputs(
   per_consumer: dict[str, GroupStats],
   norms: np.ndarray | None = None,
   key: jax.Array | None = None,
-  original_norms: np.ndarray | None = None,
+  unpruned_norms: np.ndarray | None = None,
 ) -> select.SelectionInputs:
   """What a criterion sees of a group: the combined problem's Gram and
   cross moments (plain and centred, float32), the first consumer's zero
@@ -128,7 +128,7 @@ def selection_inputs(
     cross=f32(plain.cross) if has_target else None,
     centred_cross=f32(centred.cross) if has_target and centred else None,
     original_producer_kernel=(
-      None if original_norms is None else f32(original_norms)[None]
+      None if unpruned_norms is None else f32(unpruned_norms)[None]
     ),
   )
 
