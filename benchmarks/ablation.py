@@ -147,11 +147,19 @@ def _reuse_pass(workdir, runs, row, seed) -> float:
   twin = _workdir("oneshot", row, seed, runs, no_finetune=True)
   if not (twin / "report.json").exists():
     return 0.0
-  if not (workdir / "steps").exists():
-    workdir.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(twin / "steps", workdir / "steps.partial")
-    (workdir / "steps.partial").rename(workdir / "steps")
+  copy_steps(twin, workdir)
   return json.loads((twin / "report.json").read_text())["wall_s"]
+
+
+def copy_steps(source: pathlib.Path, workdir: pathlib.Path) -> None:
+  """Gives `workdir` the finished group steps of the run in `source`
+  (unless it has steps already), so `train.prune` there resumes after
+  them; copied under another name first, so a kill leaves no half copy."""
+  if (workdir / "steps").exists():
+    return
+  workdir.mkdir(parents=True, exist_ok=True)
+  shutil.copytree(source / "steps", workdir / "steps.partial")
+  (workdir / "steps.partial").rename(workdir / "steps")
 
 
 def _mean_spread(values: list[float]) -> tuple[float, float]:

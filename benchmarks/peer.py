@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -214,7 +215,9 @@ class Context:
       config[k] = v
     return config
 
+  @functools.cached_property
   def groups(self) -> list[str]:
+    """The groups the one-shot config prunes, in order."""
     from thinet_jax import groups, presets
 
     config = self.config(self.model.oneshot)
@@ -249,19 +252,15 @@ def torch_baseline(ctx: Context):
 def library_model(ctx: Context, torch_model, name: str) -> pathlib.Path:
   """A torch model's state dict as a library model directory."""
   from benchmarks import torch_side
-  from thinet_jax import groups, interop, presets, train
+  from thinet_jax import interop, train
 
   out = ctx.runs / ctx.key / "models" / name
   if (out / "done").exists():
     return out
-  spec = presets.get(ctx.model.preset)
-  widths = {}
-  for ours in ctx.groups():
-    conv = dict(torch_model.named_modules())[ctx.model.torch_path(ours)]
-    widths[ours] = conv.out_channels
-  spec = groups.with_widths(spec, widths)
   state = torch_side.numpy_state(torch_model)
-  spec, variables = interop.from_torchvision(state, spec, 32)
+  spec, variables = interop.from_torchvision(
+    state, spec_of(ctx, torch_model), 32
+  )
   if out.exists():
     shutil.rmtree(out)
   train.save_model(str(out), spec, variables, 32, extra={"source": name})
@@ -269,12 +268,22 @@ def library_model(ctx: Context, torch_model, name: str) -> pathlib.Path:
   return out
 
 
-def flops(ctx: Context, torch_model) -> int:
-  from thinet_jax import profile, train
+def spec_of(ctx: Context, torch_model):
+  """The preset's spec at a (pruned) torch model's widths."""
+  from thinet_jax import groups, presets
 
-  spec, _, _ = train.load_model(str(library_model(ctx, torch_model, "probe")))
-  shutil.rmtree(ctx.runs / ctx.key / "models" / "probe")
-  return int(profile.count(spec, 32)["flops"])
+  modules = dict(torch_model.named_modules())
+  widths = {
+    ours: modules[ctx.model.torch_path(ours)].out_channels
+    for ours in ctx.groups
+  }
+  return groups.with_widths(presets.get(ctx.model.preset), widths)
+
+
+def flops(ctx: Context, torch_model) -> int:
+  from thinet_jax import profile
+
+  return int(profile.count(spec_of(ctx, torch_model), 32)["flops"])
 
 
 def protocol(ctx: Context) -> dict:
@@ -287,7 +296,7 @@ def protocol(ctx: Context) -> dict:
 def data_seed(ctx: Context, seed: int) -> int:
   """The data seed of train.prune's final fine-tune (seed + 1 + groups):
   every method's fine-tune reads the same batches."""
-  return seed + 1 + len(ctx.groups())
+  return seed + 1 + len(ctx.groups)
 
 
 def run_tp(ctx, method, overrides, seed, budgets) -> dict[float, dict]:
@@ -300,7 +309,7 @@ def run_tp(ctx, method, overrides, seed, budgets) -> dict[float, dict]:
   criterion = method.removeprefix("tp:")
   decay = overrides.pop("decay", "all")
   baseline = torch_baseline(ctx)
-  targets = {ours: ctx.model.torch_path(ours) for ours in ctx.groups()}
+  targets = {ours: ctx.model.torch_path(ours) for ours in ctx.groups}
   grads = itertools.islice(torch_side.batches(seed), 8)  # 1,024 images.
   keep = ctx.config(ctx.model.oneshot).keep_ratio
   pruned, prune_s, history = torch_side.prune(
@@ -335,12 +344,6 @@ def run_tp(ctx, method, overrides, seed, budgets) -> dict[float, dict]:
   return out
 
 
-def _subprocess(cmd: list[str], what: str) -> None:
-  from benchmarks import ablation
-
-  ablation.run_resumable(cmd, what)
-
-
 def _flags(overrides: dict) -> list[str]:
   return [f"--config.{k}={v}" for k, v in overrides.items()]
 
@@ -348,6 +351,7 @@ def _flags(overrides: dict) -> list[str]:
 def run_library(ctx, method, overrides, seed, budgets) -> dict[float, dict]:
   """The library's method by `train.prune`: one pass, then one final
   fine-tune per budget, each started from the pass's steps."""
+  from benchmarks import ablation
   from configs.default import PAPER_METHOD
 
   init = library_model(ctx, torch_baseline(ctx), "baseline")
@@ -375,13 +379,10 @@ def run_library(ctx, method, overrides, seed, budgets) -> dict[float, dict]:
     ]  # fmt: skip
     pass_dir = _pass_dir(ctx, method, overrides, seed)
     if not procedure and budget and (pass_dir / "report.json").exists():
-      if not (workdir / "steps").exists():  # Reuse the pruning pass.
-        workdir.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(pass_dir / "steps", workdir / "steps.partial")
-        (workdir / "steps.partial").rename(workdir / "steps")
+      ablation.copy_steps(pass_dir, workdir)  # Reuse the pruning pass.
     start = time.perf_counter()
     if not (workdir / "report.json").exists():
-      _subprocess(cmd, f"{name} seed {seed} budget {budget:g}")
+      ablation.run_resumable(cmd, f"{name} seed {seed} budget {budget:g}")
     report = json.loads((workdir / "report.json").read_text())
     out[budget] = {
       "accuracy": report["pruned"]["accuracy"],
@@ -424,18 +425,18 @@ def _procedure_epochs(ctx, budget: float) -> float:
   f = _procedure_fields(ctx, budget)
   return sum(
     f["stage_end_epochs"] if g in ends else f["finetune_epochs"]
-    for g in ctx.groups()
+    for g in ctx.groups
   )
 
 
 def run_parity(ctx, method, overrides, seed, budgets) -> dict[float, dict]:
   """Torch-Pruning's per-filter-L1 model fine-tuned by the library's
   `train.main`, on the batches `tp:l1`'s PyTorch fine-tune reads."""
-  from benchmarks import torch_side
+  from benchmarks import ablation, torch_side
 
   criterion = method.removeprefix("parity:")
   baseline = torch_baseline(ctx)
-  targets = {ours: ctx.model.torch_path(ours) for ours in ctx.groups()}
+  targets = {ours: ctx.model.torch_path(ours) for ours in ctx.groups}
   keep = ctx.config(ctx.model.oneshot).keep_ratio
   pruned, _, _ = torch_side.prune(
     baseline, criterion, targets, float(keep), seed=seed
@@ -461,7 +462,7 @@ def run_parity(ctx, method, overrides, seed, budgets) -> dict[float, dict]:
       f"--workdir={workdir}", *_flags(fields),
     ]  # fmt: skip
     if not (workdir / "report.json").exists():
-      _subprocess(cmd, f"{name} seed {seed} budget {budget:g}")
+      ablation.run_resumable(cmd, f"{name} seed {seed} budget {budget:g}")
     report = json.loads((workdir / "report.json").read_text())
     out[budget] = {
       "accuracy": report["accuracy"], "flops": report["flops"],

@@ -133,9 +133,12 @@ def fit(
     nesterov=config.nesterov,
   )  # fmt: skip
   base = config.learning_rate
-  rates = [float(lr(t)) / base for t in range(total + 1)] if base else None
+  rates = np.asarray(lr(np.arange(total + 1))) / base if base else None
   sched = torch.optim.lr_scheduler.LambdaLR(
-    opt, (lambda t: rates[min(t, total)]) if rates else (lambda t: 1.0)
+    opt,
+    (lambda t: float(rates[min(t, total)]))
+    if rates is not None
+    else (lambda t: 1.0),
   )
   iterator = iter(batches(data_seed, config.batch_size, config.crop_pad))
   torch.manual_seed(seed)

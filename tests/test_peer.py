@@ -60,7 +60,7 @@ def test_tp_l1_keeps_the_filters_of_largest_l1_norm():
 def test_a_pruned_torch_model_imports_into_the_library_exactly(tmp_path, key):
   ctx = peer.Context(key, peer.MODELS[key], tmp_path, False, tmp_path)
   model = _trained_looking(ctx.model.preset)
-  targets = {o: ctx.model.torch_path(o) for o in ctx.groups()[:3]}
+  targets = {o: ctx.model.torch_path(o) for o in ctx.groups[:3]}
   pruned, _, _ = torch_side.prune(model, "random", targets, 0.5, seed=1)
   spec, variables, _ = train.load_model(
     str(peer.library_model(ctx, pruned, "pruned"))
@@ -70,7 +70,7 @@ def test_a_pruned_torch_model_imports_into_the_library_exactly(tmp_path, key):
   with torch.no_grad():
     theirs = pruned(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
   np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
-  first = ctx.groups()[0]
+  first = ctx.groups[0]
   assert peer.library_model(ctx, pruned, "pruned")  # Cached, not redone.
   widths = dict(pruned.named_modules())[targets[first]].out_channels
   assert widths == dict(model.named_modules())[targets[first]].out_channels // 2
