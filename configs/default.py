@@ -63,6 +63,7 @@ PAPER_METHOD = {
   "bn_batches": 0,
   "distill_weight": 0.0,
   "target": "current",
+  "refit": "scales",
 }
 
 

@@ -52,6 +52,10 @@ def get_config(arg: str | None = None):
   # model being pruned, the paper's) or "original" (the unpruned model's
   # output on the same images, which also undoes the earlier groups' error).
   config.target = "original"
+  # How the kept channels are fitted: "scales" (one least-squares scale per
+  # kept channel, the paper's eq. 6) or "kernel" (every consumer's kernel
+  # refitted by least squares after surgery, He et al. 2017).
+  config.refit = "scales"
   # Knowledge distillation from the unpruned model in every fine-tune:
   # loss = (1 - w) CE + w T^2 KL (w = distill_weight; 0 = off).
   config.distill_weight = 0.5

@@ -304,3 +304,48 @@ def test_original_target_fits_the_unpruned_models_output():
     )  # fmt: skip
   with pytest.raises(ValueError, match="target must be one of"):
     prune("teacher")
+
+
+def test_kernel_refit_is_numpys_least_squares_on_the_patches():
+  """refit="kernel" (He et al.): after conv1_1 is cut without least
+  squares and conv2_1 to 3 of 5 channels, conv2_2's whole kernel is
+  NumPy's least squares of its new input's 3x3 patches against the
+  unpruned model's conv2_2 output; the record lists it as refitted, with
+  that fit's relative error."""
+  original = random_variables(SPEC, SIZE)
+  spec1, vars1, _ = pipeline.prune_group(
+    SPEC, original, "conv1_1", _batches(), keep_ratio=0.5, image_size=SIZE,
+    least_squares=False, mode="exhaustive", progress=False,
+  )  # fmt: skip
+  spec2, vars2, record = pipeline.prune_group(
+    spec1, vars1, "conv2_1", _batches(), keep_ratio=0.6, image_size=SIZE,
+    mode="exhaustive", progress=False, target="original",
+    reference=(SPEC, original), refit="kernel",
+  )  # fmt: skip
+  kernel0 = np.asarray(original["params"]["conv2_2"]["kernel"], np.float64)
+  rows, target = [], []
+  for batch in _batches():
+    x = models.consumer_inputs(spec2, vars2, batch["image"], ["conv2_2"])
+    x0 = models.consumer_inputs(SPEC, original, batch["image"], ["conv2_2"])
+    x = np.asarray(x["conv2_2"], np.float64)
+    x = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    b, hp, wp, c = x.shape
+    patches = np.stack(
+      [
+        x[:, u : hp - 2 + u, v : wp - 2 + v] for u in range(3) for v in range(3)
+      ],
+      axis=3,
+    )  # [B, H, W, 9, C]: (u, v) major, as HWIO
+    rows.append(patches.reshape(-1, 9 * c))
+    out = reference.conv(np.asarray(x0["conv2_2"], np.float64), kernel0)
+    target.append(out.reshape(-1, out.shape[-1]))
+  rows, target = np.concatenate(rows), np.concatenate(target)
+  solution = np.linalg.lstsq(rows, target, rcond=None)[0]
+  got = np.asarray(vars2["params"]["conv2_2"]["kernel"], np.float64)
+  assert got.shape == (3, 3, 3, kernel0.shape[-1])
+  np.testing.assert_allclose(
+    got.reshape(solution.shape), solution, rtol=1e-3, atol=1e-3
+  )
+  residual = np.sum((target - rows @ solution) ** 2) / np.sum(target**2)
+  assert record.refit == "kernel" and record.scales == []
+  assert record.relative_error == pytest.approx(residual, rel=1e-2, abs=1e-5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 TARGETS = ("current", "original")
+REFITS = ("scales", "kernel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +29,9 @@ class PruneOptions:
   target: "current" (the consumer's output in the model being pruned, the
     paper's) or "original" (the unpruned model's output on the same
     images, so each group also undoes what earlier groups left).
+  refit: "scales" (one least-squares scale per kept channel, the paper's
+    eq. 6) or "kernel" (the consumers' whole kernels refitted by least
+    squares after surgery, He et al. 2017; `depgraph.refit_kernels`).
   """
 
   criterion: str = "thinet"
@@ -38,6 +42,7 @@ class PruneOptions:
   centred: bool = False
   bn_batches: int = 0
   target: str = "current"
+  refit: str = "scales"
 
   def check(self, has_reference: bool = True) -> None:
     """Raises ValueError/KeyError naming the bad field and the fix."""
@@ -59,6 +64,12 @@ class PruneOptions:
       raise ValueError(
         'criterion "weight_sum_original" needs reference=(model, variables) '
         "of the unpruned model"
+      )
+    if self.refit not in REFITS:
+      raise ValueError(f"refit must be one of {REFITS}, got {self.refit!r}")
+    if self.refit == "kernel" and not self.least_squares:
+      raise ValueError(
+        'refit="kernel" is a least-squares fit: it needs least_squares=True'
       )
     if self.mode not in stats.MODES:
       raise ValueError(f"mode must be one of {stats.MODES}, got {self.mode!r}")

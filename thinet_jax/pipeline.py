@@ -47,6 +47,8 @@ class PruneRecord:
     out first; 0: not re-estimated).
   target: "current" (the consumer's output in the model being pruned, the
     paper's) or "original" (the unpruned model's; see `prune_group`).
+  refit: "scales" or "kernel" (`prune_group`; with "kernel" the errors are
+    the refitted kernel's and `scales` is empty).
   """
 
   group: str
@@ -69,6 +71,7 @@ class PruneRecord:
   params_after: int
   flops_before: int
   flops_after: int
+  refit: str = "scales"
 
 
 def prune_group(
@@ -92,6 +95,7 @@ def prune_group(
   bn_batches: int = 0,
   target: str = "current",
   reference: tuple[ModelSpec, dict[str, Any]] | None = None,
+  refit: str = "scales",
 ) -> tuple[ModelSpec, dict[str, Any], PruneRecord]:
   """Prunes one group by a named criterion; returns the smaller model.
 
@@ -125,6 +129,9 @@ def prune_group(
       left in its input (least squares and the forward criteria; the
       paper's greedy still ranks by the current output).
     reference: (spec, variables) of the unpruned model, for "original".
+    refit: "scales" (the paper's per-channel scales) or "kernel" (the
+      consumer's whole kernel refitted by least squares after surgery, He
+      et al. 2017: `depgraph.refit_kernels`; `scales` is then empty).
 
   Returns:
     (new spec, new variables, PruneRecord).
@@ -165,6 +172,7 @@ def prune_group(
   options = PruneOptions(
     criterion=criterion, least_squares=least_squares, ridge=ridge, mode=mode,
     samples_per_image=samples_per_image, centred=centred, target=target,
+    refit=refit,
   )  # fmt: skip
   _, new_variables, rec = depgraph.prune_group(
     traced, variables, traced.group(group.name), batches, n_keep=n_keep,
@@ -178,7 +186,7 @@ def prune_group(
     new_variables = batchnorm.reestimate_batch_norm(
       new_spec, new_variables, batches, bn_batches, progress=progress
     )
-  (scales,) = rec.scales.values()
+  scales = next(iter(rec.scales.values()), [])
   before = profile.count(spec, image_size)
   after = profile.count(new_spec, image_size)
   record = PruneRecord(
@@ -202,6 +210,7 @@ def prune_group(
     params_after=after["params"],
     flops_before=before["flops"],
     flops_after=after["flops"],
+    refit=refit,
   )
   return new_spec, new_variables, record
 

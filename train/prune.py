@@ -36,6 +36,7 @@ from thinet_jax import (
   surgery,
   train,
 )
+from thinet_jax.options import REFITS
 from thinet_jax.progress import minutes
 from train import common
 
@@ -66,6 +67,15 @@ def validate(config) -> Checked:
   if config.target not in pipeline.TARGETS:
     raise app.UsageError(
       f"config.target must be one of {pipeline.TARGETS}, got {config.target!r}"
+    )
+  if config.refit not in REFITS:
+    raise app.UsageError(
+      f"config.refit must be one of {REFITS}, got {config.refit!r}"
+    )
+  if config.refit == "kernel" and not config.least_squares:
+    raise app.UsageError(
+      'config.refit="kernel" is a least-squares fit: set '
+      "config.least_squares=True"
     )
   if config.stats_mode not in stats.MODES:
     raise app.UsageError(
@@ -164,7 +174,7 @@ def _prune(config, workdir, checked, clock):
   method = pipeline.PruneOptions(
     config.criterion, config.least_squares, config.ridge, config.stats_mode,
     config.samples_per_image, config.centred, config.bn_batches,
-    config.target,
+    config.target, config.refit,
   )  # fmt: skip
   later = [os.path.join(workdir, o) for o in (*OUTPUTS, "report.json")]
   # The head and the allocation first: the group steps' plans follow them.

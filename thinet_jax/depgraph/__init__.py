@@ -41,6 +41,7 @@ from thinet_jax.depgraph.model import (
   trace_linen,
   trace_nnx,
 )
+from thinet_jax.depgraph.refit import refit_kernels
 from thinet_jax.depgraph.stats import collect, combine
 from thinet_jax.depgraph.step import Record, prune_group, prune_step
 from thinet_jax.depgraph.surgery import prune
@@ -87,6 +88,7 @@ __all__ = [
   "uniform_counts",
   "materialize",
   "ratio_sweep",
+  "refit_kernels",
   "trace",
   "trace_linen",
   "trace_nnx",

@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from thinet_jax import reconstruct, select
+from thinet_jax.depgraph import refit as refit_lib
 from thinet_jax.depgraph.graph import Group, module_path
 from thinet_jax.depgraph.model import Traced
 from thinet_jax.depgraph.stats import collect, combine
@@ -45,7 +46,10 @@ class Record:
   shift applied) on the statistics' samples; relative_error (and
   _unscaled, _centred): their mean over consumers, as pruned, with unit
   scales, and what is left once every output channel's mean is corrected
-  (the definitions of `pipeline.PruneRecord`).
+  (the definitions of `pipeline.PruneRecord`); refit: the option;
+  refitted: the consumers whose kernels were refitted (`depgraph.refit_kernels`;
+  their errors are the refit's, over every position of the batches, and
+  they have no scales).
   """
 
   group: str
@@ -64,6 +68,8 @@ class Record:
   relative_error_centred: float
   samples: int
   images: int
+  refit: str = "scales"
+  refitted: list[str] = dataclasses.field(default_factory=list)
 
   @property
   def keep(self) -> np.ndarray:
@@ -174,35 +180,17 @@ def fit(
   return scales, shifts, errors
 
 
-def prune_step(
+def _keep(
   model: Traced,
   variables: Any,
   group: Group,
   per_consumer: dict[str, GroupStats],
   n_keep: int,
-  options: PruneOptions = PruneOptions(),
-  key: jax.Array | None = None,
-  reference: tuple[Traced, Any] | None = None,
-) -> tuple[Traced, Any, Record]:
-  """Selects `n_keep` channels, fits the scales, rebuilds the model.
-
-  Pure given its inputs: no data is read and nothing is written.
-
-  Args:
-    model, variables: the traced model (`depgraph.trace*`), possibly
-      pruned already, and its current variables.
-    group: one of `model.groups`.
-    per_consumer: `depgraph.collect(model, variables, group, ...)` (with
-      `reference=` for `options.target == "original"`).
-    n_keep: channels kept, in [1, current width].
-    options: criterion, least squares, ridge, centred (see PruneOptions).
-    key: PRNG key of key-driven criteria ("random").
-    reference: (model, variables) of the unpruned model: what
-      `weight_sum_original` scores.
-
-  Returns:
-    (pruned model, pruned variables, Record).
-  """
+  options: PruneOptions,
+  key: jax.Array | None,
+  reference: tuple[Traced, Any] | None,
+) -> np.ndarray:
+  """The checked step's kept set: the criterion's first `n_keep`."""
   options.check()
   width = model.width(group)
   if not 1 <= n_keep <= width:
@@ -226,11 +214,14 @@ def prune_step(
     original_norms(model, group, reference),
   )  # fmt: skip
   order = select.removal_order(options.criterion, inputs)
-  keep = np.asarray(select.keep_indices(order, n_keep))
-  scales, shifts, errors = fit(per_consumer, keep, options)
-  pruned, new_variables = prune(model, variables, group, keep, scales, shifts)
+  return np.asarray(select.keep_indices(order, n_keep))
+
+
+def _record(group, options, width, keep, scales, errors, per_consumer,
+            refitted=()) -> Record:  # fmt: skip
+  first = next(iter(per_consumer.values()))
   mean = lambda k: float(np.mean([e[k] for e in errors.values()]))  # noqa: E731
-  record = Record(
+  return Record(
     group=group.name,
     criterion=options.criterion,
     least_squares=options.least_squares,
@@ -238,7 +229,7 @@ def prune_step(
     centred=options.centred,
     target=options.target,
     width_before=width,
-    width_after=n_keep,
+    width_after=len(keep),
     kept=[int(i) for i in keep],
     scales={k: [float(s) for s in w] for k, w in scales.items()},
     errors={k: e["pruned"] for k, e in errors.items()},
@@ -247,6 +238,83 @@ def prune_step(
     relative_error_centred=mean("centred"),
     samples=first.count,
     images=first.images,
+    refit=options.refit,
+    refitted=sorted(refitted),
+  )
+
+
+def prune_step(
+  model: Traced,
+  variables: Any,
+  group: Group,
+  per_consumer: dict[str, GroupStats],
+  n_keep: int,
+  options: PruneOptions = PruneOptions(),
+  key: jax.Array | None = None,
+  reference: tuple[Traced, Any] | None = None,
+) -> tuple[Traced, Any, Record]:
+  """Selects `n_keep` channels, fits the scales, rebuilds the model.
+
+  Pure given its inputs: no data is read and nothing is written.
+
+  Args:
+    model, variables: the traced model (`depgraph.trace*`), possibly
+      pruned already, and its current variables.
+    group: one of `model.groups`.
+    per_consumer: `depgraph.collect(model, variables, group, ...)` (with
+      `reference=` for `options.target == "original"`).
+    n_keep: channels kept, in [1, current width].
+    options: criterion, least squares, ridge, centred (see PruneOptions);
+      `refit="kernel"` reads data after surgery: use `prune_group`.
+    key: PRNG key of key-driven criteria ("random").
+    reference: (model, variables) of the unpruned model: what
+      `weight_sum_original` scores.
+
+  Returns:
+    (pruned model, pruned variables, Record).
+  """
+  if options.refit != "scales":
+    raise ValueError(
+      f'refit="{options.refit}" fits the kernels on data after surgery: '
+      "use depgraph.prune_group (or depgraph.prune, then "
+      "depgraph.refit_kernels)"
+    )
+  width = model.width(group)
+  keep = _keep(
+    model, variables, group, per_consumer, n_keep, options, key, reference
+  )
+  scales, shifts, errors = fit(per_consumer, keep, options)
+  pruned, new_variables = prune(model, variables, group, keep, scales, shifts)
+  record = _record(group, options, width, keep, scales, errors, per_consumer)
+  return pruned, new_variables, record
+
+
+def _prune_refit(
+  model, variables, group, per_consumer, n_keep, options, key, reference,
+  batches, max_batches, progress,
+):  # fmt: skip
+  """`prune_step` with the refittable consumers' kernels refitted after
+  surgery (`refit.refit_kernels`) in place of their scales and shifts."""
+  width = model.width(group)
+  keep = _keep(
+    model, variables, group, per_consumer, n_keep, options, key, reference
+  )
+  scales, shifts, errors = fit(per_consumer, keep, options)
+  refitted = {c.name for c in group.consumers if refit_lib.refittable(model, c)}
+  rest = lambda d: {k: v for k, v in d.items() if k not in refitted}  # noqa: E731
+  pruned, new_variables = prune(
+    model, variables, group, keep, rest(scales),
+    None if shifts is None else rest(shifts),
+  )  # fmt: skip
+  target = reference if options.target == "original" else (model, variables)
+  new_variables, refit_errors = refit_lib.refit_kernels(
+    pruned, new_variables, group, batches, target, centred=options.centred,
+    ridge=options.ridge, max_batches=max_batches, progress=progress,
+  )  # fmt: skip
+  for name, e in refit_errors.items():
+    errors[name] = {**errors[name], "pruned": e}
+  record = _record(
+    group, options, width, keep, rest(scales), errors, per_consumer, refitted
   )
   return pruned, new_variables, record
 
@@ -297,6 +365,11 @@ def prune_group(
     progress=progress,
     reference=reference if options.target == "original" else None,
   )  # fmt: skip
+  if options.refit == "kernel":
+    return _prune_refit(
+      model, variables, group, per_consumer, n_keep, options, select_key,
+      reference, batches, max_batches, progress,
+    )  # fmt: skip
   return prune_step(
     model, variables, group, per_consumer, n_keep, options, select_key,
     reference,
