@@ -396,16 +396,15 @@ def run_library(ctx, method, overrides, seed, budgets) -> dict[float, dict]:
 
 
 def _pass_dir(ctx, method: str, overrides: dict, seed: int) -> pathlib.Path:
-  """The budget-0 run whose pruning pass a one-shot run starts from: its
-  own, or the unmodified method's when the overrides only reach the final
-  fine-tune (`train.prune` then resumes from those steps)."""
+  """The budget-0 run whose pruning pass a one-shot run starts from: the
+  method's with the overrides that reach the pass (those of the final
+  fine-tune only do not; `train.prune` then resumes from its steps)."""
   from train import common
 
   fine_tune_only = set(common.FINAL_FIELDS + common.TRAINING_FIELDS)
-  if overrides and set(overrides) <= fine_tune_only:
-    name = method
-  else:
-    name = method + "".join(f"+{k}={v}" for k, v in overrides.items())
+  name = method + "".join(
+    f"+{k}={v}" for k, v in overrides.items() if k not in fine_tune_only
+  )
   return ctx.runs / ctx.key / name.replace(":", "-") / f"seed{seed}" / "0"
 
 

@@ -91,15 +91,13 @@ def refitted(model: Traced, group: Group) -> list[Consumer]:
 
 
 def _conv_rows(x, kernel, t, eqn):
-  """(patches [N, kh*kw*C], target [N, D], HWIO kernel shape, its
-  permutation to the eqn's layout) of a conv consumer."""
+  """(patches [N, kh*kw*C] in HWIO row order, target [N, D]) of a conv
+  consumer, every output position of every image."""
   ls, rs, os = eqn.params["dimension_numbers"]
   x = jnp.transpose(x, (ls[0], ls[2], ls[3], ls[1]))
-  perm = (rs[2], rs[3], rs[1], rs[0])
-  hwio = jnp.transpose(kernel, perm).shape
   t = jnp.transpose(t, (os[0], os[2], os[3], os[1]))
   b, h, w, c = x.shape
-  kh, kw = hwio[:2]
+  kh, kw = kernel.shape[rs[2]], kernel.shape[rs[3]]
   sh, sw = eqn.params["window_strides"]
   (pt, pb), (pl, pr) = _pads(list(eqn.params["padding"]), (h, w), (kh, kw),
                              (sh, sw))  # fmt: skip
