@@ -152,14 +152,17 @@ def _reuse_pass(workdir, runs, row, seed) -> float:
 
 
 def copy_steps(source: pathlib.Path, workdir: pathlib.Path) -> None:
-  """Gives `workdir` the finished group steps of the run in `source`
-  (unless it has steps already), so `train.prune` there resumes after
-  them; copied under another name first, so a kill leaves no half copy."""
-  if (workdir / "steps").exists():
-    return
+  """Gives `workdir` the finished steps of the run in `source` before its
+  final fine-tune (the new head, the allocation, the group steps; each
+  unless `workdir` has it already), so `train.prune` there resumes after
+  them; each copied under another name first, so a kill leaves no half
+  copy."""
   workdir.mkdir(parents=True, exist_ok=True)
-  shutil.copytree(source / "steps", workdir / "steps.partial")
-  (workdir / "steps.partial").rename(workdir / "steps")
+  for name in ("head", "allocation", "steps"):
+    if not (source / name).exists() or (workdir / name).exists():
+      continue
+    shutil.copytree(source / name, workdir / f"{name}.partial")
+    (workdir / f"{name}.partial").rename(workdir / name)
 
 
 def _mean_spread(values: list[float]) -> tuple[float, float]:

@@ -109,3 +109,26 @@ def test_the_quick_run_stores_cells_at_equal_flops(tmp_path):
   again = subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True,
                          text=True)  # fmt: skip
   assert "== vgg" not in again.stdout
+
+
+def test_a_pass_is_copied_with_its_allocation_and_head(tmp_path):
+  """`ablation.copy_steps` gives a fine-tune-only variant every step the
+  pass made before its final fine-tune (a budget run's allocation with
+  its counts, a new head, the group steps), and leaves what the workdir
+  has already."""
+  from benchmarks import ablation
+
+  source, workdir = tmp_path / "pass", tmp_path / "variant"
+  for name in ("head", "allocation", "steps/00_conv1_1"):
+    (source / name).mkdir(parents=True)
+    (source / name / "done.json").write_text(name)
+  (workdir / "steps").mkdir(parents=True)  # a resumed variant's own steps
+  (workdir / "steps" / "mine.json").write_text("mine")
+  ablation.copy_steps(source, workdir)
+  assert (workdir / "allocation" / "done.json").read_text() == "allocation"
+  assert (workdir / "head" / "done.json").read_text() == "head"
+  assert sorted(p.name for p in (workdir / "steps").iterdir()) == ["mine.json"]
+  fresh = tmp_path / "fresh"
+  ablation.copy_steps(source, fresh)
+  assert (fresh / "steps" / "00_conv1_1" / "done.json").exists()
+  assert not list(fresh.glob("*.partial"))
