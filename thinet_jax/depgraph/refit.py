@@ -41,12 +41,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from thinet_jax import progress as progress_lib
 from thinet_jax import sharding
 from thinet_jax.depgraph.checks import nonfinite_error
 from thinet_jax.depgraph.graph import Consumer, Group
 from thinet_jax.depgraph.model import Traced
-from thinet_jax.depgraph.stats import _dense_layout, _rhs, batch_args
+from thinet_jax.depgraph.stats import _dense_layout, _rhs, stream
 from thinet_jax.depgraph.surgery import add_shifts, flat_leaves
 from thinet_jax.stats import _pads
 
@@ -179,33 +178,16 @@ def moments(
   mesh = sharding.data_mesh()
   names = tuple(c.name for c in consumers)
   totals: dict[str, list] = {}
-  it = enumerate(batches)
-  if progress:
-    it = progress_lib.bar(
-      it, total=progress_lib.length(batches, max_batches), desc=desc,
-      unit="batch",
-    )  # fmt: skip
-  for i, batch in it:
-    if max_batches is not None and i >= max_batches:
-      break
-    args, mask = batch_args(batch)
-    n = len(np.asarray(args[0]))
-    mask = np.ones(n, np.float32) if mask is None else mask
-    program, plan = model.plan_for(args)
-    ref_plan = reference[0].plan_for(args)[1]
-    fn = _batch_fn(program, plan, ref_plan, names, consumers, mesh)
-    arrays = {
-      f"arg{j}": a for j, a in enumerate(jax.tree_util.tree_leaves(args))
-    }
-    sharded = sharding.shard_batch({**arrays, "mask": mask}, mesh)
-    arg_leaves = [sharded[k] for k in arrays]
-    flat = jax.tree_util.tree_leaves(variables) + arg_leaves
-    ref_flat = jax.tree_util.tree_leaves(reference[1]) + arg_leaves
-    results, finite = fn(flat, ref_flat, sharded["mask"])
+  for b in stream(
+    model, variables, batches, reference, mesh, max_batches=max_batches,
+    progress=progress, desc=desc,
+  ):  # fmt: skip
+    fn = _batch_fn(b.program, b.plan, b.ref_plan, names, consumers, mesh)
+    results, finite = fn(b.flat, b.ref_flat, b.mask)
     if not bool(finite):
       raise nonfinite_error(
-        model, variables, reference, f"the refit statistics on batch {i}",
-        args,
+        model, variables, reference,
+        f"the refit statistics on batch {b.index}", b.args,
       )  # fmt: skip
     for c, m in zip(consumers, results, strict=True):
       acc = totals.setdefault(c.name, [0.0] * 6)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -174,6 +174,61 @@ def _project(moments, index: np.ndarray, width: int, has_target: bool):
   return m.T @ gram @ m, float(count), m.T @ sums, output_counts
 
 
+class Batch(NamedTuple):
+  """One batch as the jitted statistics read it (`stream`)."""
+
+  index: int
+  args: tuple
+  program: Any
+  plan: Any
+  ref_plan: Any  # None without a reference
+  flat: list  # the variables' leaves, then the batch's arrays (sharded)
+  ref_flat: list | None  # the reference's leaves, then the same arrays
+  mask: jax.Array  # [B] 0/1, sharded
+
+
+def stream(
+  model: Traced,
+  variables: Any,
+  batches: Iterable[Any],
+  reference: tuple[Traced, Any] | None,
+  mesh,
+  *,
+  max_batches: int | None,
+  progress: bool,
+  desc: str,
+):
+  """Yields every batch (up to `max_batches`) as a `Batch`: the model's
+  pruned program and plan at its shapes (and the reference's), and the
+  leaves a jitted evaluation of both reads, the arrays split over `mesh`."""
+  it = enumerate(batches)
+  if progress:
+    it = progress_lib.bar(
+      it, total=progress_lib.length(batches, max_batches), desc=desc,
+      unit="batch",
+    )  # fmt: skip
+  for i, batch in it:
+    if max_batches is not None and i >= max_batches:
+      break
+    args, mask = batch_args(batch)
+    n = len(np.asarray(args[0]))
+    mask = np.ones(n, np.float32) if mask is None else mask
+    program, plan = model.plan_for(args)
+    ref_plan = None if reference is None else reference[0].plan_for(args)[1]
+    arrays = {
+      f"arg{j}": a for j, a in enumerate(jax.tree_util.tree_leaves(args))
+    }
+    sharded = sharding.shard_batch({**arrays, "mask": mask}, mesh)
+    arg_leaves = [sharded[k] for k in arrays]
+    flat = jax.tree_util.tree_leaves(variables) + arg_leaves
+    ref_flat = (
+      None if reference is None
+      else jax.tree_util.tree_leaves(reference[1]) + arg_leaves
+    )  # fmt: skip
+    yield Batch(i, args, program, plan, ref_plan, flat, ref_flat,
+                sharded["mask"])  # fmt: skip
+
+
 def collect(
   model: Traced,
   variables: Any,
@@ -225,30 +280,20 @@ def collect(
   zeros = {c.name: np.zeros(width) for c in group.consumers}
   positions = dict.fromkeys(zeros, 0.0)
   images = 0
-  it = enumerate(batches)
-  if progress:
-    it = progress_lib.bar(
-      it,
-      total=progress_lib.length(batches, max_batches),
-      desc=f"statistics {group.name}",
-      unit="batch",
-    )
-  for i, batch in it:
-    if max_batches is not None and i >= max_batches:
-      break
-    args, mask = batch_args(batch)
-    n = len(np.asarray(args[0]))
-    mask = np.ones(n, np.float32) if mask is None else mask
-    program, plan = model.plan_for(args)
+  batches_in = stream(
+    model, variables, batches, reference, mesh, max_batches=max_batches,
+    progress=progress, desc=f"statistics {group.name}",
+  )  # fmt: skip
+  for b in batches_in:
+    i, args, program, plan = b.index, b.args, b.program, b.plan
     _check_program(model, program)
-    ref_plan = reference[0].plan_for(args)[1] if has_target else None
     indices = [
       renumber[c.index[plan.kept(c.input, c.axis)]] for c in group.consumers
     ]
     fn = _batch_fn(
       program,
       plan,
-      ref_plan,
+      b.ref_plan,
       group,
       tuple(map(tuple, indices)),
       mode,
@@ -256,19 +301,8 @@ def collect(
       has_target,
       mesh,
     )
-    arrays = {
-      f"arg{j}": a for j, a in enumerate(jax.tree_util.tree_leaves(args))
-    }
-    sharded = sharding.shard_batch({**arrays, "mask": mask}, mesh)
-    arg_leaves = [sharded[k] for k in arrays]
-    flat = jax.tree_util.tree_leaves(variables) + arg_leaves
-    ref_flat = (
-      jax.tree_util.tree_leaves(reference[1]) + arg_leaves
-      if has_target
-      else None
-    )
     batch_key = None if key is None else jax.random.fold_in(key, i)
-    results, finite, n_images = fn(flat, ref_flat, sharded["mask"], batch_key)
+    results, finite, n_images = fn(b.flat, b.ref_flat, b.mask, batch_key)
     if not bool(finite):
       raise nonfinite_error(
         model, variables, reference,
