@@ -132,6 +132,28 @@ def test_prune_group_refit_is_never_worse_than_the_scales(centred):
                for c, e in rec_kernel.errors.items()), group.name  # fmt: skip
 
 
+def test_a_kernel_applied_twice_keeps_its_scales_under_refit():
+  """prune_group(refit="kernel") on the conv applied twice (it reads and
+  writes the stem's channels): its scales are folded as without the
+  refit, and the dense layer after it is refitted."""
+  fn, variables, x, _, _ = zoo.build("shared_conv")
+  model = depgraph.trace(fn, variables, x)
+  group = model.group("stem")
+  common = dict(n_keep=3, key=jax.random.key(0), mode="exhaustive")
+  _, v_scales, scaled = depgraph.prune_group(
+    model, variables, group, _batches(x), **common
+  )
+  _, v_kernel, refitted = depgraph.prune_group(
+    model, variables, group, _batches(x), refit="kernel", **common
+  )
+  assert refitted.refitted == ["fc"]
+  assert refitted.scales == {"shared": scaled.scales["shared"]}
+  shared = surgery.flat_leaves(v_kernel)["params/shared/kernel"]
+  np.testing.assert_array_equal(
+    shared, surgery.flat_leaves(v_scales)["params/shared/kernel"]
+  )
+
+
 def test_refit_options_are_checked():
   with pytest.raises(ValueError, match="refit must be one of"):
     PruneOptions(refit="weights").check()

@@ -47,9 +47,9 @@ class Record:
   _unscaled, _centred): their mean over consumers, as pruned, with unit
   scales, and what is left once every output channel's mean is corrected
   (the definitions of `pipeline.PruneRecord`); refit: the option;
-  refitted: the consumers whose kernels were refitted (`depgraph.refit_kernels`;
-  their errors are the refit's, over every position of the batches, and
-  they have no scales).
+  refitted: the consumers whose kernels were refitted
+  (`depgraph.refit_kernels`; their errors are the refit's, over every
+  position of the batches, and they have no scales).
   """
 
   group: str
@@ -300,7 +300,7 @@ def _prune_refit(
     model, variables, group, per_consumer, n_keep, options, key, reference
   )
   scales, shifts, errors = fit(per_consumer, keep, options)
-  refitted = {c.name for c in group.consumers if refit_lib.refittable(model, c)}
+  refitted = {c.name for c in refit_lib.refitted(model, group)}
   rest = lambda d: {k: v for k, v in d.items() if k not in refitted}  # noqa: E731
   pruned, new_variables = prune(
     model, variables, group, keep, rest(scales),
