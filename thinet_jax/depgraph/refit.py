@@ -279,6 +279,7 @@ def _as_kernel(w: np.ndarray, old, c: Consumer, program) -> jax.Array:
     hwio = tuple(old.shape[a] for a in perm)
     kernel = w.reshape(hwio)  # rows were (kh, kw, C): HWIO order
     return jnp.asarray(np.transpose(kernel, np.argsort(perm)), old.dtype)
-  moved = np.moveaxis(np.zeros(old.shape), c.kernel_axis, 0).shape
+  others = [d for a, d in enumerate(old.shape) if a != c.kernel_axis]
+  moved = (old.shape[c.kernel_axis], *others)
   kernel = np.moveaxis(w.reshape(moved), 0, c.kernel_axis)
   return jnp.asarray(kernel, old.dtype)
