@@ -54,7 +54,17 @@ def _batches(x, n=3):
   return [jnp.asarray(rng.normal(size=shape), jnp.float32) for _ in range(n)]
 
 
-@pytest.mark.parametrize("name", list(zoo.ZOO))
+# The fast tier refits a plain chain, a residual stream and a concatenation;
+# the rest of the zoo runs with the slow tests.
+FAST = ("plain_cnn", "examples_resnet", "densenet_block")
+
+
+@pytest.mark.parametrize(
+  "name",
+  [
+    n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in zoo.ZOO
+  ],
+)
 def test_a_planted_kernel_is_refitted_back(name):
   """The pruned model's refittable consumer kernels replaced by noise and
   refitted with the pruned model itself as the target: every consumer's
