@@ -45,7 +45,7 @@ from thinet_jax import sharding
 from thinet_jax.depgraph.checks import nonfinite_error
 from thinet_jax.depgraph.graph import Consumer, Group
 from thinet_jax.depgraph.model import Traced
-from thinet_jax.depgraph.stats import _dense_layout, _rhs, stream
+from thinet_jax.depgraph.stats import _dense_layout, _rhs, aligned, stream
 from thinet_jax.depgraph.surgery import add_shifts, flat_leaves
 from thinet_jax.stats import _pads
 
@@ -119,16 +119,6 @@ def _rows(consumer: Consumer, program, x, kernel, t):
   return x, t.reshape(x.shape[0], -1)
 
 
-def _aligned(target, plan, ref_plan, value: int):
-  """The reference's value at the student's kept positions: both plans'
-  kept masks are in the unpruned model's coordinates."""
-  for a in range(target.ndim):
-    mine, theirs = plan.kept(value, a), ref_plan.kept(value, a)
-    if not (mine[theirs].all() and mine.sum() == theirs.sum()):
-      target = jnp.take(target, np.flatnonzero(mine[theirs]), axis=a)
-  return target
-
-
 def _batch_fn(program, plan, ref_plan, names, consumers, mesh):
   cache = plan.stats_fns
   key = ("refit", names, id(ref_plan))
@@ -149,7 +139,7 @@ def _batch_fn(program, plan, ref_plan, names, consumers, mesh):
     )  # fmt: skip
     out, finite = [], jnp.array(True)
     for c in consumers:
-      t = _aligned(refs[c.output], plan, ref_plan, c.output)
+      t = aligned(refs[c.output], plan, ref_plan, c.output)
       v, t = _rows(c, program, got[c.input], got[_rhs(program, c)], t)
       w = jnp.repeat(mask, v.shape[0] // mask.shape[0])[:, None]
       vw, tw = v * w, t * w

@@ -350,6 +350,17 @@ def _check_program(model: Traced, program) -> None:
     )
 
 
+def aligned(value, plan, ref_plan, v: int):
+  """The reference's value `v` at the student's kept positions (output
+  channels pruned since): both plans' kept masks are in the unpruned
+  model's coordinates."""
+  for a in range(value.ndim):
+    mine, theirs = plan.kept(v, a), ref_plan.kept(v, a)
+    if not (mine[theirs].all() and mine.sum() == theirs.sum()):
+      value = jnp.take(value, np.flatnonzero(mine[theirs]), axis=a)
+  return value
+
+
 def _batch_fn(
   program,
   plan,
@@ -391,11 +402,7 @@ def _batch_fn(
       eqn = program.eqns[c.eqn]
       target = None
       if has_target:
-        target = refs[c.output]
-        for a in range(target.ndim):  # output channels pruned since
-          kept = plan.kept(c.output, a)
-          if not kept.all():
-            target = jnp.take(target, np.flatnonzero(kept), axis=a)
+        target = aligned(refs[c.output], plan, ref_plan, c.output)
         rest = index < 0
         if rest.any():  # the part of the output this group does not change
           shape = [1] * x.ndim
