@@ -62,6 +62,7 @@ PAPER_METHOD = {
   "centred": False,
   "bn_batches": 0,
   "distill_weight": 0.0,
+  "distill_features": 0.0,
   "target": "current",
   "refit": "scales",
 }

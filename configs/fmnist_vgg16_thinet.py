@@ -60,6 +60,10 @@ def get_config(arg: str | None = None):
   # loss = (1 - w) CE + w T^2 KL (w = distill_weight; 0 = off).
   config.distill_weight = 0.5
   config.distill_temperature = 4.0
+  # Plus distill_features * the feature maps' relative squared error, on
+  # every map with the same name and shape in the pruned and unpruned
+  # models (a ResNet's block outputs, a VGG's unpruned layers); 0 = off.
+  config.distill_features = 0.0
   # "gap" (ThiNet-GAP / Tiny, VGG only): before the groups, the flatten +
   # fc6-8 head becomes global average pooling and one dense layer fitted by
   # least squares to the old logits, then fine-tuned; "" keeps the head.

@@ -286,6 +286,7 @@ def test_a_dead_holders_lock_does_not_block(tmp_path):
      'no field \'keep_ratoi\'; did you mean "keep_ratio"?'),
     (("--config.target=best",), "config.target must be one of"),
     (("--config.distill_weight=2.0",), "config.distill_weight must be in"),
+    (("--config.distill_features=-1.0",), "config.distill_features must be"),
   ],
 )  # fmt: skip
 def test_bad_configs_fail_in_one_line_before_any_work(

@@ -80,11 +80,12 @@ def locate_nonfinite(spec, variables: dict[str, Any], images) -> str:
 def in_call_order(tree, prefix: str):
   """(layer path, output) of captured intermediates in the order the layers
   ran: dicts keep insertion order, and a module's own output is recorded
-  after its children's (`jax.tree` would sort the names instead)."""
+  after its children's (`jax.tree` would sort the names instead).
+  Traceable: the outputs are passed through as they are."""
   for key, value in tree.items():
     if key == "__call__":
       for v in value:
-        yield prefix or "the model", np.asarray(v)
+        yield prefix or "the model", v
     else:
       yield from in_call_order(value, f"{prefix}/{key}" if prefix else key)
 

@@ -20,6 +20,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -45,6 +46,11 @@ class Net:
     for naming the first non-finite layer; None: parameters only.
   spec: the preset's ModelSpec, or None for any other model.
   traced: the model's `depgraph.Traced` (inference function), or None.
+  features: (variables, images, key or None) -> (logits, new batch_stats
+    or None, {name: feature map}): the forward of `train` (a key) or
+    `infer` (None) that also returns the net's named feature maps (a
+    ResNet's block outputs, a plain CNN's normalised conv outputs), for
+    distillation of intermediate features; None: logits only.
   """
 
   name: str
@@ -58,6 +64,7 @@ class Net:
   outputs: Callable[..., list] | None = None
   spec: ModelSpec | None = None
   traced: Any = None
+  features: Callable[..., tuple[Any, Any, dict]] | None = None
 
   def same_model(self, meta: dict) -> bool:
     """Whether a checkpoint's `meta` describes this model."""
@@ -79,7 +86,7 @@ _SPEC_NETS: dict[ModelSpec, Net] = {}
 def _spec_net(spec: ModelSpec) -> Net:
   if spec in _SPEC_NETS:
     return _SPEC_NETS[spec]
-  from thinet_jax import models
+  from thinet_jax import checks, models
 
   module = models.build(spec)
 
@@ -100,9 +107,28 @@ def _spec_net(spec: ModelSpec) -> Net:
     shapes = jax.eval_shape(module.init, jax.random.key(0), x)
     return {k: shapes[k] for k in ("params", "batch_stats") if k in shapes}
 
-  def outputs(variables, images):
-    from thinet_jax import checks
+  # Feature maps: a ResNet's block outputs (the residual stream), a VGG's
+  # conv outputs after BatchNorm (before ReLU), or after the conv without.
+  point = models.Bottleneck if spec.family == "resnet" else (
+    nn.BatchNorm if spec.batch_norm else nn.Conv
+  )  # fmt: skip
 
+  def features(variables, images, key=None):
+    kwargs = dict(
+      capture_intermediates=lambda mdl, method: (
+        isinstance(mdl, point) and method == "__call__"
+      ),
+      mutable=["intermediates"],
+    )
+    if key is not None:
+      kwargs.update(train=True, rngs={"dropout": key})
+      kwargs["mutable"] = ["intermediates", "batch_stats"]
+    logits, state = module.apply(variables, images, **kwargs)
+    state = dict(state)
+    named = dict(checks.in_call_order(state.pop("intermediates"), ""))
+    return logits, state.get("batch_stats"), named
+
+  def outputs(variables, images):
     _, state = module.apply(
       variables, images, capture_intermediates=True,
       mutable=["intermediates"],
@@ -120,6 +146,7 @@ def _spec_net(spec: ModelSpec) -> Net:
     bn_rate=1.0 - models.BN_MOMENTUM,
     outputs=outputs,
     spec=spec,
+    features=features,
   )
   _SPEC_NETS[spec] = net
   return net

@@ -5,7 +5,9 @@ SGD with momentum (Nesterov optional), L2 weight decay on conv and dense
 kernels added to the gradient, and `schedule`: linear warm-up, then cosine,
 step or constant. `Teacher` and `distillation_loss` are knowledge
 distillation's (Hinton et al. 2015): loss = (1 - weight) * cross-entropy +
-weight * T^2 * KL(softmax(teacher / T) || softmax(student / T)).
+weight * T^2 * KL(softmax(teacher / T) || softmax(student / T)), plus,
+with `Teacher.features`, `feature_loss` of the intermediate feature maps
+the two nets share (FitNets' hints, Romero et al. 2015, without adapters).
 `thinet_jax.train` re-exports every name.
 """
 
@@ -31,12 +33,17 @@ class Teacher:
       inference mode, never updated.
     temperature: T, softening both distributions.
     weight: the distillation term's share of the loss, in [0, 1].
+    features: weight of `feature_loss` added to the loss (0: off): the
+      student's feature maps (`nets.Net.features`) held to the teacher's
+      where a map of that name has the same shape in both (a pruned
+      ResNet's block outputs; a VGG's unpruned layers).
   """
 
   spec: Model
   variables: dict[str, Any]
   temperature: float = 4.0
   weight: float = 0.5
+  features: float = 0.0
 
   def __post_init__(self):
     if not 0.0 <= self.weight <= 1.0:
@@ -46,6 +53,10 @@ class Teacher:
     if not self.temperature > 0:
       raise ValueError(
         f"distillation temperature must be > 0, got {self.temperature}"
+      )
+    if not self.features >= 0:
+      raise ValueError(
+        f"feature distillation weight must be >= 0, got {self.features}"
       )
 
 
@@ -60,6 +71,35 @@ def distillation_loss(
     jnp.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1
   )
   return temperature**2 * jnp.mean(kl)
+
+
+def feature_loss(
+  student: dict[str, jax.Array], teacher: dict[str, jax.Array]
+) -> jax.Array:
+  """Mean over the shared feature maps of |s - t|^2 / |t|^2 (each map's
+  squared error relative to the teacher's energy, so deep and shallow maps
+  weigh alike).
+
+  Raises:
+    ValueError: no map of the student has the teacher's name and shape.
+  """
+  names = [
+    name for name, value in student.items()
+    if name in teacher and teacher[name].shape == value.shape
+  ]  # fmt: skip
+  if not names:
+    raise ValueError(
+      "feature distillation found no feature map with the same name and "
+      f"shape in student ({sorted(student)[:6]}...) and teacher "
+      f"({sorted(teacher)[:6]}...); prune fewer layers or set the "
+      "feature weight to 0"
+    )
+  terms = []
+  for name in names:
+    s = student[name].astype(jnp.float32)
+    t = teacher[name].astype(jnp.float32)
+    terms.append(jnp.sum((s - t) ** 2) / (jnp.sum(t**2) + 1e-12))
+  return jnp.mean(jnp.stack(terms))
 
 
 def schedule(config: ml_collections.ConfigDict, steps_per_epoch: int):

@@ -175,6 +175,7 @@ METHOD_FIELDS = (
   ("head_finetune_epochs", "head fine-tune epochs"),
   ("distill_weight", "distillation weight"),
   ("distill_temperature", "distillation temperature"),
+  ("distill_features", "feature-map distillation weight"),
   ("finetune_epochs", "fine-tune epochs per group"),
   ("stage_end_epochs", "... after a stage's last group"),
   ("finetune_lr", "per-group fine-tune learning rate"),

@@ -14,7 +14,9 @@ workdir continues where it stopped and ends with the same result.
 Knowledge distillation (`Teacher`): a fixed model's logits, computed in the
 same jitted step, soften the targets: loss = (1 - weight) * cross-entropy
 + weight * T^2 * KL(softmax(teacher / T) || softmax(student / T)) (Hinton
-et al. 2015). A pruned network distils from the network it was pruned from.
+et al. 2015); with `Teacher.features`, also the intermediate feature maps
+the two share (`feature_loss`). A pruned network distils from the network
+it was pruned from.
 
 Example:
 
@@ -60,6 +62,7 @@ from thinet_jax.checkpoints import (  # noqa: F401 (train's public names)
 from thinet_jax.optim import (  # noqa: F401 (train's public names)
   Teacher,
   distillation_loss,
+  feature_loss,
   optimizer,
   schedule,
 )
@@ -83,6 +86,9 @@ def make_train_step(
     teacher: distil from this model (its variables are the step's third
       argument, so they are not baked into the compiled step).
 
+  Raises:
+    ValueError: feature distillation of a model without named feature maps.
+
   Returns:
     step(state, batch[, teacher_variables]) -> (state, {"loss",
     "accuracy"}); "loss" is the minimised loss (with distillation, the
@@ -91,25 +97,42 @@ def make_train_step(
   net = nets.of(spec)
   base_key = jax.random.key(seed)
   teacher_net = None if teacher is None else nets.of(teacher.spec)
+  hints = teacher is not None and teacher.features > 0
+  if hints and (net.features is None or teacher_net.features is None):
+    raise ValueError(
+      f"feature distillation needs the feature maps of {net.name} and of "
+      f"the teacher {teacher_net.name}; this kind of model does not name "
+      "them (nets.Net.features): set the feature weight to 0"
+    )
 
   def step(state: TrainState, batch: dict[str, jax.Array], teacher_vars=None):
     dropout_key = jax.random.fold_in(base_key, state.step)
-    if teacher_net is not None:
+    images = batch["image"]
+    if hints:
+      teacher_logits, _, teacher_maps = jax.lax.stop_gradient(
+        teacher_net.features(teacher_vars, images)
+      )
+    elif teacher_net is not None:
       teacher_logits = jax.lax.stop_gradient(
-        teacher_net.infer(teacher_vars, batch["image"])
+        teacher_net.infer(teacher_vars, images)
       )
 
     def loss_fn(params):
       variables = {"params": params}
       if state.batch_stats:
         variables["batch_stats"] = state.batch_stats
-      logits, new_stats = net.train(variables, batch["image"], dropout_key)
+      if hints:
+        logits, new_stats, maps = net.features(variables, images, dropout_key)
+      else:
+        logits, new_stats = net.train(variables, images, dropout_key)
       loss = optax.softmax_cross_entropy_with_integer_labels(
         logits, batch["label"]
       ).mean()
       if teacher_net is not None:
         distill = distillation_loss(logits, teacher_logits, teacher.temperature)
         loss = (1.0 - teacher.weight) * loss + teacher.weight * distill
+      if hints:
+        loss = loss + teacher.features * feature_loss(maps, teacher_maps)
       return loss, (logits, new_stats)
 
     (loss, (logits, new_stats)), grads = jax.value_and_grad(

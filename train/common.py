@@ -317,7 +317,7 @@ FINAL_FIELDS = (
 # is reused by a rerun with other fine-tune settings).
 TRAINING_FIELDS = (
   "momentum", "nesterov", "weight_decay", "decay_all", "crop_pad",
-  "distill_weight", "distill_temperature",
+  "distill_weight", "distill_temperature", "distill_features",
 )  # fmt: skip
 
 

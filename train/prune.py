@@ -97,6 +97,10 @@ def validate(config) -> Checked:
     raise app.UsageError(
       f"config.distill_weight must be in [0, 1], got {config.distill_weight}"
     )
+  if config.distill_features < 0:
+    raise app.UsageError(
+      f"config.distill_features must be >= 0, got {config.distill_features}"
+    )
   if config.distill_temperature <= 0:
     raise app.UsageError(
       "config.distill_temperature must be > 0, got "
@@ -232,10 +236,11 @@ def _prune(config, workdir, checked, clock):
   print(f"baseline {config.model}: accuracy {baseline['accuracy']:.4f}")
   batches = common.stats_batches(config)
   teacher = None
-  if config.distill_weight > 0:  # Distil from the unpruned model.
-    teacher = train.Teacher(
-      base_spec, base_vars, config.distill_temperature, config.distill_weight
-    )
+  if config.distill_weight > 0 or config.distill_features > 0:
+    teacher = train.Teacher(  # Distil from the unpruned model.
+      base_spec, base_vars, config.distill_temperature,
+      config.distill_weight, config.distill_features,
+    )  # fmt: skip
 
   def finetune(spec, variables, step_dir, epochs, lr, desc, step):
     ft = config.copy_and_resolve_references()
