@@ -63,7 +63,8 @@ def get_config(arg: str | None = None):
   # Plus distill_features * the feature maps' relative squared error, on
   # every map with the same name and shape in the pruned and unpruned
   # models (a ResNet's block outputs, a VGG's unpruned layers); 0 = off.
-  config.distill_features = 0.0
+  # Models from a factory do not name their maps: logits only there.
+  config.distill_features = 10.0
   # "gap" (ThiNet-GAP / Tiny, VGG only): before the groups, the flatten +
   # fc6-8 head becomes global average pooling and one dense layer fitted by
   # least squares to the old logits, then fine-tuned; "" keeps the head.

@@ -261,11 +261,14 @@ def test_train_prune_on_a_linen_factory_end_to_end(tmp_path):
   _command("main", tmp_path / "train", f"--config.model={LINEN}",
            config="configs/fmnist_vgg16.py")  # fmt: skip
   prune_dir = tmp_path / "prune"
-  _command(
+  proc = _command(
     "prune", prune_dir, f"--config.model={LINEN}",
     f"--config.init_checkpoint={tmp_path / 'train' / 'model'}",
     "--config.groups=('stem','block_conv1')",
   )  # fmt: skip
+  # A factory's model does not name its feature maps: the default's
+  # feature-map distillation is switched off, and says so.
+  assert "feature-map distillation off" in proc.stdout
   _, net, variables = _check_pruned(prune_dir, ("stem", "block_conv1"))
   assert variables["params"]["stem"]["kernel"].shape[-1] == 4
   assert variables["params"]["block_conv2"]["kernel"].shape[-1] == 4

@@ -25,6 +25,7 @@ from thinet_jax import (
   depgraph,
   factories,
   groups,
+  nets,
   pipeline,
   procedure,
   profile,
@@ -236,10 +237,17 @@ def _prune(config, workdir, checked, clock):
   print(f"baseline {config.model}: accuracy {baseline['accuracy']:.4f}")
   batches = common.stats_batches(config)
   teacher = None
-  if config.distill_weight > 0 or config.distill_features > 0:
+  features = config.distill_features
+  if features > 0 and nets.of(base_spec).features is None:
+    print(
+      f"feature-map distillation off: {nets.of(base_spec).name} does not "
+      "name its feature maps (logits distillation only)"
+    )
+    features = 0.0
+  if config.distill_weight > 0 or features > 0:
     teacher = train.Teacher(  # Distil from the unpruned model.
       base_spec, base_vars, config.distill_temperature,
-      config.distill_weight, config.distill_features,
+      config.distill_weight, features,
     )  # fmt: skip
 
   def finetune(spec, variables, step_dir, epochs, lr, desc, step):
