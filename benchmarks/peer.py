@@ -567,7 +567,8 @@ def markdown(result: dict) -> str:
 
 def figure(result: dict, title: str):
   """Accuracy against fine-tune epochs, one line per method (0 epochs is
-  drawn at 0.03 on the log axis)."""
+  drawn at 0.03 on the log axis); the `+k=v` variants are in the table
+  only."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -575,7 +576,7 @@ def figure(result: dict, title: str):
 
   table = summary(result)
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  for method in sorted(table, key=_order):
+  for method in sorted((m for m in table if "+" not in m), key=_order):
     per = table[method]
     xs = sorted(per)
     means = [100 * per[b][0] for b in xs]
