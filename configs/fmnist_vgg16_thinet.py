@@ -2,8 +2,8 @@
 
 The paper's recipe (section 4.1) at CPU scale: conv1_1 .. conv4_3 pruned to
 half width one after another, each followed by a short fine-tune, then a
-final fine-tune. 92.39% (-1.20 points) in 9.6 minutes on 2 idle CPU cores
-(README):
+final fine-tune. 92.57% (-1.02 points) in 13.3 minutes on 2 idle CPU
+cores (README):
 
   python -m train.prune --config configs/fmnist_vgg16_thinet.py \
       --workdir runs/prune
