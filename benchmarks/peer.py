@@ -577,7 +577,7 @@ def figure(result: dict, title: str):
 
   table = summary(result)
   fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-  for ax, lowest in zip(axes, (0.0, 0.1)):
+  for ax, lowest in zip(axes, (0.0, 0.1), strict=True):
     for method in sorted((m for m in table if "+" not in m), key=_order):
       per = table[method]
       xs = [b for b in sorted(per) if b >= lowest]
