@@ -352,16 +352,17 @@ def run_library(ctx, method, overrides, seed, budgets) -> dict[float, dict]:
   """The library's method by `train.prune`: one pass, then one final
   fine-tune per budget, each started from the pass's steps."""
   from benchmarks import ablation
-  from configs.default import PAPER_METHOD
 
   init = library_model(ctx, torch_baseline(ctx), "baseline")
   procedure = method == "thinet_jax:procedure"
+  paper = method == "thinet_jax:paper"
   config = ctx.model.procedure if procedure else ctx.model.oneshot
-  if ctx.quick:
-    config += ":runlocal"
+  # `:paper` in the config path, so that a config's own non-paper fields
+  # (configs/fmnist_resnet_oneshot.py's fine-tune) stay out of it.
+  args = [a for a, on in (("runlocal", ctx.quick), ("paper", paper)) if on]
+  if args:
+    config += ":" + ",".join(args)
   fields = {"init_checkpoint": init, "seed": seed, **overrides}
-  if method == "thinet_jax:paper":
-    fields = {**PAPER_METHOD, **fields}
   if ctx.quick:
     fields |= {"finetune_epochs": 0.0, "stage_end_epochs": 0.0}
   name = method + "".join(f"+{k}={v}" for k, v in overrides.items())

@@ -87,6 +87,23 @@ def test_torch_paths_name_the_layers_we_prune():
   assert resnet[path].kernel_size == (3, 3)
 
 
+@pytest.mark.parametrize("arg", ["paper", "runlocal,paper"])
+def test_paper_on_the_resnet_budget_is_the_published_method(arg):
+  """The ResNet budget's default fine-tunes its distilled student its own
+  way; `:paper` (how peer.py runs thinet_jax:paper) keeps the protocol."""
+  from configs import default, fmnist_resnet_oneshot
+
+  ours = fmnist_resnet_oneshot.get_config()
+  for key, value in fmnist_resnet_oneshot.DISTILLED_FINETUNE.items():
+    assert ours[key] == value
+  assert ours.weight_decay != peer.PROTOCOL["weight_decay"]
+  paper = fmnist_resnet_oneshot.get_config(arg)
+  for key, value in default.PAPER_METHOD.items():
+    assert paper[key] == value
+  for key in ("learning_rate", "momentum", "nesterov", "weight_decay"):
+    assert paper[key] == peer.PROTOCOL[key]
+
+
 def test_the_quick_run_stores_cells_at_equal_flops(tmp_path):
   out = tmp_path / "p"
   cmd = [
