@@ -215,6 +215,14 @@ class Context:
       config[k] = v
     return config
 
+  def path(self, path: str, paper: bool = False) -> str:
+    """A config path with its `:runlocal` (quick) and `:paper` switches;
+    `:paper` there, not PAPER_METHOD's fields, so that a config's own
+    non-paper fields (configs/fmnist_resnet_oneshot.py's fine-tune) stay
+    out of it."""
+    args = [a for a, on in (("runlocal", self.quick), ("paper", paper)) if on]
+    return path + (":" + ",".join(args) if args else "")
+
   @functools.cached_property
   def groups(self) -> list[str]:
     """The groups the one-shot config prunes, in order."""
@@ -356,12 +364,8 @@ def run_library(ctx, method, overrides, seed, budgets) -> dict[float, dict]:
   init = library_model(ctx, torch_baseline(ctx), "baseline")
   procedure = method == "thinet_jax:procedure"
   paper = method == "thinet_jax:paper"
-  config = ctx.model.procedure if procedure else ctx.model.oneshot
-  # `:paper` in the config path, so that a config's own non-paper fields
-  # (configs/fmnist_resnet_oneshot.py's fine-tune) stay out of it.
-  args = [a for a, on in (("runlocal", ctx.quick), ("paper", paper)) if on]
-  if args:
-    config += ":" + ",".join(args)
+  config = ctx.path(ctx.model.procedure if procedure else ctx.model.oneshot,
+                    paper)  # fmt: skip
   fields = {"init_checkpoint": init, "seed": seed, **overrides}
   if ctx.quick:
     fields |= {"finetune_epochs": 0.0, "stage_end_epochs": 0.0}
@@ -442,7 +446,7 @@ def run_parity(ctx, method, overrides, seed, budgets) -> dict[float, dict]:
     baseline, criterion, targets, float(keep), seed=seed
   )
   init = library_model(ctx, pruned, f"tp-{criterion}-seed{seed}")
-  config = ctx.model.oneshot + (":runlocal" if ctx.quick else "")
+  config = ctx.path(ctx.model.oneshot)
   name = method + "".join(f"+{k}={v}" for k, v in overrides.items())
   base = ctx.runs / ctx.key / name.replace(":", "-") / f"seed{seed}"
   out = {}

@@ -23,6 +23,7 @@ DISTILLED_FINETUNE = {"distill_temperature": 2.0, "weight_decay": 1e-4}
 
 def get_config(arg: str | None = None):
   config = fmnist_vgg16_oneshot.oneshot(fmnist_resnet_thinet.get_config())
-  if "paper" not in (arg or "").split(","):
+  config = default.apply_arg(config, arg, prune=True)
+  if config.distill_weight > 0:  # A distilled student (not `:paper`).
     config.update(DISTILLED_FINETUNE)
-  return default.apply_arg(config, arg, prune=True)
+  return config
