@@ -43,6 +43,15 @@ def test_groups_found(name):
     assert phrase in found[what], (what, found.get(what))
   for g in model.groups:
     assert g.consumers and all(c.kernel is not None for c in g.consumers)
+  for group, producers in zoo.PRODUCERS.get(name, {}).items():
+    assert set(model.group(group).producers) == producers
+  # Names are unique: groups, left-out sets, and a group's consumers (one
+  # per kernel: per-consumer statistics and scales are keyed by them).
+  names = [g.name for g in model.groups] + [x.name for x in model.left_out]
+  assert len(set(names)) == len(names), names
+  for g in model.groups:
+    kernels = {c.name: c.kernel for c in g.consumers}
+    assert len(set(kernels.values())) == len(kernels), g.name
 
 
 @pytest.mark.parametrize("name", NAMES)

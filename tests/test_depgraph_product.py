@@ -58,17 +58,20 @@ def test_vmapped_sweep_equals_materialised_models(name):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("name", list(zoo.ZOO))
+@pytest.mark.parametrize(
+  "name", [n for n in zoo.ZOO if n not in zoo.FUNCTIONS]
+)
 def test_procedure_on_the_zoo(tmp_path, name):
   """Two groups through `procedure.run_procedure` on the factory's Net
   (statistics, selection, least squares, surgery, BatchNorm re-estimation,
   a fine-tune step after each group), checkpointed; every step's model
   directory rebuilds to a model with the same logits as the run's own."""
+  x = np.asarray(zoo.build(name)[2])
+  size = x.shape[1]
   net, init = factories.build(
-    "tests.zoo:module_of", 12, 3, kwargs={"name": name}
+    "tests.zoo:module_of", size, 3, kwargs={"name": name}
   )
   variables = zoo.perturb(init)
-  x = np.asarray(zoo.build(name)[2])
   names = [g.name for g in net.traced.groups][:2]
   plans = procedure.plan(net, names, 0.5, finetune_epochs=1.0)
   steps = []
@@ -93,7 +96,7 @@ def test_procedure_on_the_zoo(tmp_path, name):
   model, final, records = procedure.run_procedure(
     net, variables, plans, stats_batches=lambda i: [{"image": x}],
     finetune=finetune, evaluate=lambda m, v: {"accuracy": 0.0},
-    workdir=str(tmp_path), image_size=12, options=options, progress=False,
+    workdir=str(tmp_path), image_size=size, options=options, progress=False,
   )  # fmt: skip
   assert steps == list(range(len(names)))  # a model may have one group
   for g, r in zip(names, records, strict=True):
@@ -109,7 +112,9 @@ def test_procedure_on_the_zoo(tmp_path, name):
 
 
 # Zoo models whose first consumers all take a mean shift (bias or norm).
-CENTRED = ("plain_cnn", "examples_resnet", "mlp")
+# one_conv_residual: each block's conv reads and writes the stream, so its
+# shift is cut to the kept channels (issue 34: it crashed in surgery).
+CENTRED = ("plain_cnn", "examples_resnet", "mlp", "one_conv_residual")
 
 
 @pytest.mark.parametrize("name", ["examples_resnet", "mobilenet_v2"])

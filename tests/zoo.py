@@ -302,6 +302,33 @@ class NNXResidualCNN(nnx.Module):
     return self.head(jnp.mean(x, axis=(1, 2)))
 
 
+class ChannelsFirstFlatten(nn.Module):
+  """A head ported from PyTorch weights: the map transposed to NCHW and
+  flattened before the first dense layer (a channel's 576 positions
+  contiguous; 9216 rows, more than the dense statistics' closed form
+  takes, so the flatten layout must be found)."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(8, (3, 3), name="conv1")(x))
+    x = nn.relu(nn.Conv(16, (3, 3), name="conv2")(x))
+    x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+    x = nn.relu(nn.Dense(6, name="fc1")(x))
+    return nn.Dense(3, name="fc2")(x)
+
+
+class OneConvResidual(nn.Module):
+  """Residual blocks of one convolution, `x = relu(conv(x)) + x`: each
+  block's conv reads and writes the same stream."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(8, (3, 3), name="stem")(x))
+    for i in range(2):
+      x = nn.relu(nn.Conv(8, (3, 3), name=f"res{i}")(x)) + x
+    return nn.Dense(3, name="fc")(jnp.mean(x, axis=(1, 2)))
+
+
 def perturb(variables, seed: int = 0):
   """Non-trivial variables: random weights, biases, norm statistics, for
   every leaf of `variables` (arrays or shapes)."""
@@ -317,6 +344,15 @@ def perturb(variables, seed: int = 0):
     return jnp.asarray(rng.normal(0, 1 / np.sqrt(fan), x.shape), x.dtype)
 
   return jax.tree_util.tree_map_with_path(one, variables)
+
+
+def _keras(name: str, shape=(4, 12, 12, 3)):
+  """A `keras_nets` model as (fn, variables, x); Keras imported on use."""
+  from tests import keras_nets
+
+  fn, variables = keras_nets.as_function(getattr(keras_nets, name)(shape[1]))
+  x = jnp.asarray(np.random.default_rng(1).normal(size=shape), jnp.float32)
+  return fn, variables, x
 
 
 def _linen(module, shape=(4, 12, 12, 3), **kwargs):
@@ -402,6 +438,52 @@ ZOO = {
     {"fc": "output"},
   ),
   "shared_conv": (lambda: _linen(SharedConv()), {"stem": 6}, {"fc": "output"}),
+  "channels_first_flatten": (
+    lambda: _linen(ChannelsFirstFlatten(), shape=(4, 24, 24, 3)),
+    {"conv1": 8, "conv2": 16, "fc1": 6},
+    {"fc2": "output"},
+  ),
+  "one_conv_residual": (
+    lambda: _linen(OneConvResidual()),
+    {"stem": 8},
+    {"fc": "output"},
+  ),
+  # Keras 3 (JAX backend) as a pure function of two lists of arrays: the
+  # layers are named by leaf path (keras_nets' docstrings list them).
+  "keras_squeeze_excite": (
+    lambda: _keras("squeeze_excite_net"),
+    {"t/0": 16, "t/3": 4, "t/7": 8},  # t/0's channels: t/0 and SE's t/5
+    {"t/9": "output"},
+  ),
+  "keras_preact_resnet": (
+    lambda: _keras("preact_resnet"),
+    {
+      "t/0": 8,  # the stem's output, read by block 1 (pre-activated)
+      "t/4": 4, "t/7": 4, "t/16": 4, "t/19": 4, "t/26": 8, "t/29": 8,
+      "t/10": 16,  # stage 1's stream: shortcut t/10, last convs t/12 t/22
+      "t/32": 32,  # stage 2's stream: shortcut t/32, last conv t/34
+    },  # fmt: skip
+    {"t/38": "output"},
+  ),
+}
+
+# Models that are pure functions of their variables (no Linen module).
+FUNCTIONS = ("keras_squeeze_excite", "keras_preact_resnet")
+
+# Groups written by several layers: name -> every producer (hand-stated).
+PRODUCERS = {
+  "keras_squeeze_excite": {"t/0": {"t/0", "t/5"}},
+  "keras_preact_resnet": {
+    "t/10": {"t/10", "t/12", "t/22"},
+    "t/32": {"t/32", "t/34"},
+  },
+  "one_conv_residual": {"stem": {"stem", "res0", "res1"}},
+  "examples_resnet": {
+    "BottleneckResNetBlock_0/Conv_2": {
+      "BottleneckResNetBlock_0/Conv_2", "BottleneckResNetBlock_0/conv_proj",
+      "BottleneckResNetBlock_1/Conv_2",
+    },
+  },  # fmt: skip
 }
 
 
@@ -409,7 +491,8 @@ def build(name: str):
   """(apply_fn, variables, x, expected groups, expected left out)."""
   builder, groups, left_out = ZOO[name]
   module, variables, x = builder()
-  return (lambda v, x: module.apply(v, x)), variables, x, groups, left_out
+  fn = module if name in FUNCTIONS else (lambda v, x: module.apply(v, x))
+  return fn, variables, x, groups, left_out
 
 
 def module_of(name: str):

@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 
 from thinet_jax import checks
-from thinet_jax.depgraph.graph import module_path
 from thinet_jax.depgraph.model import Traced
 from thinet_jax.depgraph.program import values as value_ids
 from thinet_jax.depgraph.rules import leaf_of
 
 
-def _layers(program) -> list[str]:
-  """Per equation, the layer it belongs to: the module of a parameter it
-  reads (through pass-through ops), else the previous equation's."""
+def _layers(program, names: dict[str, str]) -> list[str]:
+  """Per equation, the layer it belongs to: the layer (`names`: leaf path
+  -> layer name) of a parameter it reads (through pass-through ops), else
+  the previous equation's."""
   paths = dict(zip(program.leaf_ids, program.leaf_paths, strict=True))
   producers = program.producers()
   names, current = [], "the input"
@@ -35,7 +35,7 @@ def _layers(program) -> list[str]:
     for v in value_ids(eqn.inputs):
       leaf = leaf_of(program, v, producers)
       if leaf is not None:
-        current = module_path(paths[leaf])
+        current = names[paths[leaf]]
         break
     names.append(current)
   return names
@@ -50,7 +50,7 @@ def locate_nonfinite(model: Traced, variables: Any, *args: Any) -> str:
   program, _ = model.plan_for(args)
   ids = [o for eqn in program.eqns for o in eqn.outputs]
   got = model.capture(variables, *args, values=ids)
-  layers = _layers(program)
+  layers = _layers(program, model.graph.layer_names)
   largest = (0.0, None)
   for eqn, layer in zip(program.eqns, layers, strict=True):
     for o in eqn.outputs:

@@ -72,10 +72,12 @@ class Consumer:
 class Group:
   """Channels that are removed together.
 
-  name: the first producer's module path (e.g. "conv1", "res2a/branch2c");
-  width: number of channels; producers: the module paths of every layer
+  name: the first producer's layer name (e.g. "conv1", "res2a/branch2c";
+  see `layer_names`), unique among the graph's groups and left-out sets;
+  width: number of channels; producers: the layer names of every layer
   whose output channels these are; members: every parameter axis that
-  loses them; consumers: the layers that read them.
+  loses them; consumers: the layers that read them; producer_kernels: the
+  producers' kernel leaf paths (what `weight_sum` measures).
   """
 
   name: str
@@ -84,6 +86,7 @@ class Group:
   members: tuple[Member, ...]
   consumers: tuple[Consumer, ...]
   channels: np.ndarray  # channel index -> channel component id
+  producer_kernels: tuple[str, ...] = ()
 
   def member(self, path: str, axis: int | None = None) -> Member:
     for m in self.members:
@@ -113,6 +116,49 @@ def module_path(leaf_path: str) -> str:
   if len(parts) > 2 and parts[0] in ("params", "batch_stats"):
     parts = parts[1:]
   return "/".join(parts[:-1]) or leaf_path
+
+
+def _leaf_name(leaf_path: str) -> str:
+  """A leaf path without its collection and NNX suffix:
+  "params/block1/w1" -> "block1/w1"."""
+  parts = leaf_path.split("/")
+  if len(parts) > 1 and parts[-1] == "value":
+    parts = parts[:-1]
+  if len(parts) > 1 and parts[0] in ("params", "batch_stats"):
+    parts = parts[1:]
+  return "/".join(parts)
+
+
+def layer_names(leaf_paths: list[str], layers: set[str]) -> dict[str, str]:
+  """The readable, unique name of every leaf's layer: leaf path -> name.
+
+  A leaf's layer is its module path ("params/conv1/kernel" -> "conv1")
+  when that names one layer. Where it does not, the leaf path itself is the
+  name: a pytree of plain lists (a Keras model's `trainable_variables`,
+  "t/0", "t/17", ... all under "t"), or a module holding two kernels. So
+  two different kernels (`layers`: the producer and consumer kernels) never
+  share a name, and per-layer data keyed by name never mixes layers.
+  """
+  by_module: dict[str, set[str]] = {}
+  for p in layers:
+    by_module.setdefault(module_path(p), set()).add(p)
+  shared = {m for m, ps in by_module.items() if len(ps) > 1}
+  names = {}
+  for p in leaf_paths:
+    module = module_path(p)
+    indexed = p.rsplit("/", 1)[-1].isdigit()  # a list element, not a field
+    names[p] = _leaf_name(p) if module in shared or indexed else module
+  return names
+
+
+def _unique(name: str, taken: set[str]) -> str:
+  """`name`, or `name#2`, `name#3`, ... if it is taken; then taken."""
+  k, unique = 1, name
+  while unique in taken:
+    k += 1
+    unique = f"{name}#{k}"
+  taken.add(unique)
+  return unique
 
 
 class _UnionFind:
@@ -264,17 +310,30 @@ class Graph:
     producers = program.producers()
     users = program.users()
     path_of = dict(zip(program.leaf_ids, program.leaf_paths, strict=True))
-    names: dict[int, list[str]] = {}  # producer class -> module paths
+    kernel_of = {}  # producer k or site -> its kernel's leaf path
+    for k, (_, value, _) in enumerate(rec.producers):
+      leaf = rules.leaf_of(program, value, producers)
+      kernel_of[k] = path_of[leaf] if leaf is not None else None
+    for site in rec.sites:
+      leaf = rules.leaf_of(program, site.rhs, producers)
+      kernel_of[site] = path_of[leaf] if leaf is not None else None
+    self.layer_names = layer_names(
+      program.leaf_paths, {p for p in kernel_of.values() if p is not None}
+    )
+    names: dict[int, list[str]] = {}  # producer class -> layer names
+    kernels: dict[int, list[str]] = {}  # producer class -> kernel paths
     pairs = []  # (channel, producer class rank, producer k, position)
     for k, (eqn, value, axis) in enumerate(rec.producers):
       root = self._root[rec.node(value, axis)]
-      leaf = rules.leaf_of(program, value, producers)
+      kpath = kernel_of[k]
       name = (
-        module_path(path_of[leaf]) if leaf is not None
+        self.layer_names[kpath] if kpath is not None
         else f"{program.eqns[eqn].name}@{eqn}"
       )  # fmt: skip
       if name not in names.setdefault(root, []):
         names[root].append(name)
+      if kpath is not None and kpath not in kernels.setdefault(root, []):
+        kernels[root].append(kpath)
       comps = self._comp[self.elements(rec.node(value, axis))]
       rank = list(names).index(root)
       n = len(comps)
@@ -306,9 +365,13 @@ class Graph:
     group_of = np.full(len(self._comp_reason) + 1, -1)  # last: "no node"
     position = np.full(len(self._comp_reason) + 1, -1)
     candidates = []
+    taken: set[str] = set()
     for sig, comps in by_sig.items():
       producer_names = tuple(n for r in sig for n in names[roots[r]])
-      name = producer_names[0]
+      producer_kernels = tuple(
+        p for r in sig for p in kernels.get(roots[r], [])
+      )
+      name = _unique(producer_names[0], taken)
       stopped = [r for r in self._comp_reason[comps] if r >= 0]
       if stopped:
         left_out.append(LeftOut(name, len(comps), self._reasons[stopped[0]]))
@@ -317,7 +380,7 @@ class Graph:
       else:
         group_of[comps] = len(candidates)
         position[comps] = np.arange(len(comps))
-        candidates.append((name, producer_names, comps))
+        candidates.append((name, producer_names, producer_kernels, comps))
     members = [[] for _ in candidates]
     for leaf, path in zip(program.leaf_ids, program.leaf_paths, strict=True):
       for a in range(len(program.shapes[leaf])):
@@ -332,11 +395,12 @@ class Graph:
       for g in np.unique(group_of[comps]):
         if g < 0:
           continue
-        kernel = rules.leaf_of(program, site.rhs, producers)
-        kpath = path_of.get(kernel) if kernel is not None else None
+        kpath = kernel_of[site]
         consumers[g].append(
           Consumer(
-            name=module_path(kpath) if kpath else f"{site.kind}@{site.eqn}",
+            name=(
+              self.layer_names[kpath] if kpath else f"{site.kind}@{site.eqn}"
+            ),
             kind=site.kind, eqn=site.eqn, input=site.lhs,
             axis=site.lhs_axis,
             index=np.where(group_of[comps] == g, position[comps], -1),
@@ -344,7 +408,7 @@ class Graph:
             shift=rules.shift_target(program, site.out, users, producers),
           )
         )  # fmt: skip
-    for (name, producer_names, comps), mem, con in zip(
+    for (name, producer_names, producer_kernels, comps), mem, con in zip(
       candidates, members, consumers, strict=True
     ):
       if not con:
@@ -358,8 +422,11 @@ class Graph:
         )
         continue
       groups.append(
-        Group(name, len(comps), producer_names, tuple(mem), tuple(con), comps)
-      )
+        Group(
+          name, len(comps), producer_names, tuple(mem), tuple(con), comps,
+          producer_kernels,
+        )
+      )  # fmt: skip
     return groups, left_out
 
   def group(self, name: str) -> Group:

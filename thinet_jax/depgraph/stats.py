@@ -94,13 +94,43 @@ def _strided(index: np.ndarray) -> int | None:
   return None
 
 
+def flatten_layout(index: np.ndarray) -> tuple[np.ndarray, int] | None:
+  """(order, c): the positions of a flattened input reordered by `order`
+  repeat one block of c channels, `index[order][p] == index[order][p % c]`;
+  None when no order does.
+
+  A channels-last flatten (Flax's `x.reshape(n, -1)` of NHWC) is such a
+  layout as it is; a channels-first one (PyTorch-ported models:
+  `x.transpose(0, 3, 1, 2).reshape(n, -1)`, a channel's positions
+  contiguous) becomes one when each channel's k-th position is taken in
+  turn.
+  """
+  as_is = _strided(index)  # the whole index when nothing repeats
+  if as_is is not None and as_is < len(index):
+    return np.arange(len(index)), as_is
+  _, first, inverse, counts = np.unique(
+    index, return_index=True, return_inverse=True, return_counts=True
+  )
+  if counts.min() == counts.max():
+    by_value = np.argsort(inverse, kind="stable")
+    occurrence = np.empty(len(index), int)
+    occurrence[by_value] = np.arange(len(index)) % counts[0]
+    first_rank = np.argsort(np.argsort(first))  # values by first appearance
+    order = np.lexsort((first_rank[inverse], occurrence))
+    block = _strided(index[order])
+    if block is not None and block < len(index):
+      return order, block
+  return None if as_is is None else (np.arange(len(index)), as_is)
+
+
 def used_index(
   consumer: Consumer, input_shape, index: np.ndarray
 ) -> np.ndarray:
   """The position -> channel map of `position_moments`' rows: every input
   position, or one flatten block of a large dense input."""
   if consumer.kind == "dense" and input_shape[consumer.axis] > DENSE_POSITIONS:
-    return index[: _strided(index)]
+    order, block = flatten_layout(index)
+    return index[order][:block]
   return index
 
 
@@ -151,12 +181,15 @@ def position_moments(
     common["target"] = target.reshape(x.shape[0], -1)
   if x.shape[-1] <= DENSE_POSITIONS:
     return dense_gram(x[:, None, None, :], kernel, "gap", **common)
-  block = _strided(index)
-  if block is None or block > DENSE_POSITIONS:
+  layout = flatten_layout(index)
+  if layout is None or layout[1] > DENSE_POSITIONS:
     raise ValueError(
       f"dense consumer {consumer.name} reads {x.shape[-1]} positions without "
-      "a flatten layout"
+      "a flatten layout (each channel's positions in the same pattern)"
     )
+  order, block = layout
+  if np.any(order != np.arange(len(order))):
+    x, kernel = x[:, order], kernel[order]
   s = x.shape[-1] // block
   return dense_gram(x.reshape(-1, s, 1, block), kernel, "flatten", **common)
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from thinet_jax import reconstruct, select
 from thinet_jax.depgraph import refit as refit_lib
-from thinet_jax.depgraph.graph import Group, module_path
+from thinet_jax.depgraph.graph import Group
 from thinet_jax.depgraph.model import Traced
 from thinet_jax.depgraph.stats import collect, combine
 from thinet_jax.depgraph.surgery import flat_leaves, prune
@@ -96,9 +96,7 @@ def producer_norms(model: Traced, variables: Any, group: Group) -> np.ndarray:
   norms = np.zeros(int(alive.sum()))
   leaves = flat_leaves(variables)
   for m in group.members:
-    if module_path(m.path) not in group.producers:
-      continue
-    if not m.path.rsplit("/", 1)[-1].startswith("kernel"):
+    if m.path not in group.producer_kernels:
       continue
     x = np.abs(np.asarray(leaves[m.path], np.float64))
     per_position = np.moveaxis(x, m.axis, 0).reshape(x.shape[m.axis], -1)

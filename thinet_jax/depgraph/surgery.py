@@ -56,10 +56,21 @@ def _per_consumer(value, group: Group, what: str) -> dict:
   return {c.name: value for c in group.consumers}
 
 
-def add_shifts(leaves: dict[str, Any], group: Group, shifts: dict) -> None:
+def add_shifts(
+  leaves: dict[str, Any],
+  group: Group,
+  shifts: dict,
+  sliced: dict[str, np.ndarray] | None = None,
+) -> None:
   """Adds each consumer's mean shift [D] to its output (its bias, or minus
   its normalisation's running mean), in place in `leaves`; once per
-  kernel (a layer applied twice is one consumer)."""
+  kernel (a layer applied twice is one consumer).
+
+  sliced: leaf path -> which of its positions the same surgery kept, for
+  a consumer that writes the group it reads (`x = relu(conv(x)) + x`: its
+  bias lost the removed channels, so its shift [D] is cut to the kept
+  ones first).
+  """
   shifted = set()
   for c in group.consumers:
     if c.name in shifted or shifts.get(c.name) is None:
@@ -71,7 +82,12 @@ def add_shifts(leaves: dict[str, Any], group: Group, shifts: dict) -> None:
         "take a mean shift"
       )
     path, sign = c.shift
-    delta = jnp.asarray(shifts[c.name])
+    delta = np.asarray(shifts[c.name])
+    if sliced is not None and path in sliced and delta.size != np.size(
+      leaves[path]
+    ):
+      delta = delta[sliced[path]]
+    delta = jnp.asarray(delta)
     leaves[path] = leaves[path] + sign * delta.reshape(
       leaves[path].shape
     ).astype(leaves[path].dtype)
@@ -112,6 +128,7 @@ def prune(
   shifts = _per_consumer(shift, group, "shift")
   leaves = flat_leaves(variables)
   masks = dict(model.masks)
+  sliced = {}  # leaf path -> kept positions of its (last) sliced axis
   factors: dict[tuple[str, int], np.ndarray] = {}
   for c in group.consumers:
     if c.name in scales:
@@ -149,8 +166,9 @@ def prune(
       x = x * jnp.asarray(mult.reshape(shape), x.dtype)
     stay = _stay(index, rank)
     leaves[m.path] = jnp.take(x, jnp.asarray(np.flatnonzero(stay)), axis=m.axis)
+    sliced[m.path] = stay
     _narrow(masks, m, now, stay, x.ndim)
-  add_shifts(leaves, group, shifts)
+  add_shifts(leaves, group, shifts, sliced)
   treedef = jax.tree_util.tree_structure(variables)
   order = [
     path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(variables)[0]
