@@ -58,9 +58,7 @@ def test_vmapped_sweep_equals_materialised_models(name):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize(
-  "name", [n for n in zoo.ZOO if n not in zoo.FUNCTIONS]
-)
+@pytest.mark.parametrize("name", [n for n in zoo.ZOO if n not in zoo.FUNCTIONS])
 def test_procedure_on_the_zoo(tmp_path, name):
   """Two groups through `procedure.run_procedure` on the factory's Net
   (statistics, selection, least squares, surgery, BatchNorm re-estimation,

@@ -459,7 +459,12 @@ ZOO = {
     lambda: _keras("preact_resnet"),
     {
       "t/0": 8,  # the stem's output, read by block 1 (pre-activated)
-      "t/4": 4, "t/7": 4, "t/16": 4, "t/19": 4, "t/26": 8, "t/29": 8,
+      "t/4": 4,
+      "t/7": 4,
+      "t/16": 4,
+      "t/19": 4,
+      "t/26": 8,
+      "t/29": 8,
       "t/10": 16,  # stage 1's stream: shortcut t/10, last convs t/12 t/22
       "t/32": 32,  # stage 2's stream: shortcut t/32, last conv t/34
     },  # fmt: skip
@@ -480,7 +485,8 @@ PRODUCERS = {
   "one_conv_residual": {"stem": {"stem", "res0", "res1"}},
   "examples_resnet": {
     "BottleneckResNetBlock_0/Conv_2": {
-      "BottleneckResNetBlock_0/Conv_2", "BottleneckResNetBlock_0/conv_proj",
+      "BottleneckResNetBlock_0/Conv_2",
+      "BottleneckResNetBlock_0/conv_proj",
       "BottleneckResNetBlock_1/Conv_2",
     },
   },  # fmt: skip

@@ -83,8 +83,10 @@ def add_shifts(
       )
     path, sign = c.shift
     delta = np.asarray(shifts[c.name])
-    if sliced is not None and path in sliced and delta.size != np.size(
-      leaves[path]
+    if (
+      sliced is not None
+      and path in sliced
+      and delta.size != np.size(leaves[path])
     ):
       delta = delta[sliced[path]]
     delta = jnp.asarray(delta)
