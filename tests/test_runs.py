@@ -404,11 +404,60 @@ def test_replace_dir_swaps_whole_directories(tmp_path):
   target = tmp_path / "model"
   for value in ("old", "new"):
     tmp = rundir.temporary_dir(str(target))
-    os.makedirs(tmp)
     pathlib.Path(tmp, "file").write_text(value)
     rundir.replace_dir(tmp, str(target))
     assert (target / "file").read_text() == value
   assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_replace_dir_never_deletes_what_it_did_not_write(tmp_path):
+  """A user's folder or file at the destination is refused in one error
+  and left as it was; an empty folder may be filled."""
+  notes = tmp_path / "mine"
+  notes.mkdir()
+  (notes / "notes.txt").write_text("keep me")
+  afile = tmp_path / "afile"
+  afile.write_text("keep me too")
+  for where, phrase in ((notes, "did not write"), (afile, "not a directory")):
+    with pytest.raises(rundir.RunError, match=phrase):
+      rundir.temporary_dir(str(where))
+    tmp = rundir.temporary_dir(str(tmp_path / "elsewhere"))
+    with pytest.raises(rundir.RunError, match=phrase):
+      rundir.replace_dir(tmp, str(where))
+    shutil.rmtree(tmp)
+  assert (notes / "notes.txt").read_text() == "keep me"
+  assert os.listdir(notes) == ["notes.txt"]
+  assert afile.read_text() == "keep me too"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "mine"]
+  (tmp_path / "empty").mkdir()
+  rundir.replace_dir(
+    rundir.temporary_dir(str(tmp_path / "empty")), str(tmp_path / "empty")
+  )
+  assert os.listdir(tmp_path / "empty") == [rundir.MARKER]
+
+
+def test_leftovers_of_a_killed_swap_are_removed(tmp_path):
+  """A process killed while building or swapping leaves `<dir>.tmp<pid>`
+  or `<dir>.old<pid>`; the next save of that path removes them (a live
+  process's temporary stays, a user's look-alike without the marker
+  too)."""
+  target = tmp_path / "model"
+  child = subprocess.Popen(["true"])
+  child.wait()  # a pid that is gone
+  for kind in ("tmp", "old"):
+    left = tmp_path / f"model.{kind}{child.pid}"
+    left.mkdir()
+    (left / rundir.MARKER).write_text("")
+  live = tmp_path / f"model.tmp{os.getppid()}"
+  live.mkdir()
+  (live / rundir.MARKER).write_text("")
+  users = tmp_path / f"model.old{child.pid + 1}"
+  users.mkdir()
+  tmp = rundir.temporary_dir(str(target))
+  rundir.replace_dir(tmp, str(target))
+  assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+    ["model", live.name, users.name]
+  )
 
 
 def test_wall_clock_adds_up_invocations(tmp_path):

@@ -16,7 +16,6 @@ path holds instead (a workdir, a training checkpoint, a corrupt copy).
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any
 
 import flax
@@ -178,6 +177,13 @@ class SpecMismatchError(ValueError):
   """A checkpoint holds a different model than the one asked for."""
 
 
+def check_destination(directory: str) -> None:
+  """Raises rundir.RunError unless `save_model` may write `directory`
+  (absent, empty, or a model directory): a command's first check of its
+  output path, before any work."""
+  rundir.check_replaceable(directory, ours=has_checkpoint)
+
+
 def save_model(
   directory: str,
   spec: Model,
@@ -187,23 +193,29 @@ def save_model(
 ) -> None:
   """Saves a model (spec + variables, no optimizer) as a checkpoint dir.
 
-  Atomic and repeatable: the model is written under `<directory>.partial`
-  and swapped in whole (`rundir.replace_dir`), replacing a model already
-  there, so a reader (or a run killed and started again) never meets half
-  a model, and saving the same model twice is no error.
+  Atomic and repeatable: the model is written under a temporary sibling
+  of this process's own (`rundir.temporary_dir`) and swapped in whole
+  (`rundir.replace_dir`), replacing a model directory already there, so a
+  reader (or a run killed and started again) never meets half a model,
+  and saving the same model twice is no error.
+
+  Raises:
+    rundir.RunError: `directory` holds something the library did not
+      write (a user's folder or file); it is left as it is.
   """
   main = sharding.is_main_process()
-  tmp = f"{os.path.abspath(directory)}.partial"
+  pid = sharding.main_pid()
   if main:
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = rundir.temporary_dir(directory, pid, ours=has_checkpoint)
   sharding.sync(f"save_model start {directory}")
+  tmp = rundir.temporary_path(directory, pid)
   ckpt = Checkpointer(tmp, max_to_keep=1)
   ckpt.save(create_state(variables, _NO_OPT), spec, image_size, extra)
   ckpt.wait()
   ckpt.close()
   sharding.sync(f"save_model written {directory}")
   if main:
-    rundir.replace_dir(tmp, directory)
+    rundir.replace_dir(tmp, directory, ours=has_checkpoint)
   sharding.sync(f"save_model done {directory}")
 
 

@@ -18,7 +18,9 @@ step it was in. Three things make that safe:
 - Atomic writes: files are written to a temporary name and renamed
   (`write_json`, `write_text`); directories are built under a temporary
   name and swapped in (`replace_dir`). A reader sees the old or the new,
-  never half of one.
+  never half of one. Only a directory the library wrote (it holds a
+  `.thinet_jax` marker) or an empty one is ever replaced: a user's folder
+  is refused, never deleted.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -141,29 +143,126 @@ def read_json(path: str) -> Any | None:
     return json.load(f)
 
 
-def temporary_dir(directory: str) -> str:
-  """A fresh sibling path to build `directory` under before `replace_dir`."""
-  tmp = f"{os.path.abspath(directory)}.tmp{os.getpid()}"
+# A directory the library writes whole (a model directory) holds this
+# file: only such a directory (or an empty one) is ever replaced, so a
+# user's folder given by mistake as --out is refused, not deleted.
+MARKER = ".thinet_jax"
+
+
+def check_replaceable(
+  directory: str, ours: Callable[[str], bool] | None = None
+) -> None:
+  """Raises RunError unless `directory` is absent, empty, or one the
+  library wrote (it holds `MARKER`, or `ours(directory)` says so: a model
+  directory saved before the marker existed): what `replace_dir` may
+  replace. Commands call it before any work, so a wrong --out costs
+  nothing."""
+  if not os.path.lexists(directory):
+    return
+  if os.path.islink(directory) or not os.path.isdir(directory):
+    raise RunError(
+      f"{directory} exists and is not a directory; choose another output "
+      "path or move it away yourself"
+    )
+  if (
+    os.listdir(directory)
+    and not os.path.exists(os.path.join(directory, MARKER))
+    and not (ours is not None and ours(directory))
+  ):
+    raise RunError(
+      f"{directory} is a folder this library did not write (it holds "
+      f"files and no {MARKER} marker); it will not be replaced: choose "
+      "another output path or empty it yourself"
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _remove_stale(directory: str) -> None:
+  """Removes `<directory>.tmp<pid>` / `.old<pid>` siblings that a killed
+  process left (the pid is gone and the folder holds the marker)."""
+  parent, base = os.path.split(directory)
+  for name in os.listdir(parent or "."):
+    for kind in (".tmp", ".old"):
+      pid = name.removeprefix(base + kind)
+      if name.startswith(base + kind) and pid.isdigit():
+        path = os.path.join(parent, name)
+        if not _pid_alive(int(pid)) and os.path.exists(
+          os.path.join(path, MARKER)
+        ):
+          shutil.rmtree(path, ignore_errors=True)
+
+
+def temporary_path(directory: str, pid: int | None = None) -> str:
+  """`<directory>.tmp<pid>`: the sibling that process `pid` (default this
+  one) builds `directory` under."""
+  pid = os.getpid() if pid is None else pid
+  return f"{os.path.abspath(directory)}.tmp{pid}"
+
+
+def temporary_dir(
+  directory: str,
+  pid: int | None = None,
+  ours: Callable[[str], bool] | None = None,
+) -> str:
+  """A fresh sibling of `directory` (this process's own,
+  `temporary_path`, holding `MARKER`) to build it under before
+  `replace_dir`. Leftovers of killed processes are removed first.
+
+  Raises:
+    RunError: `directory` is not replaceable (`check_replaceable`).
+  """
+  directory = os.path.abspath(directory)
+  check_replaceable(directory, ours)
+  os.makedirs(os.path.dirname(directory), exist_ok=True)
+  _remove_stale(directory)
+  tmp = temporary_path(directory, pid)
   shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  with open(os.path.join(tmp, MARKER), "w") as f:
+    f.write("written by thinet_jax; replaced whole when saved again\n")
   return tmp
 
 
-def replace_dir(tmp: str, directory: str) -> None:
-  """Swaps the finished `tmp` in as `directory`, replacing any old one.
+def replace_dir(
+  tmp: str, directory: str, ours: Callable[[str], bool] | None = None
+) -> None:
+  """Swaps the finished `tmp` (from `temporary_dir`) in as `directory`,
+  replacing an old one the library wrote.
 
   The old directory is first renamed aside, so `directory` is at every
   moment either the old one, the new one, or (between two renames) absent,
-  never a mix; a killed swap leaves the old one under `<dir>.old<pid>`.
+  never a mix; swaps into one parent folder take turns (a lock on the
+  folder), so two processes saving to one path each leave a whole model.
+  A swap killed half way leaves `<dir>.old<pid>`, which the next
+  `temporary_dir` of that path removes.
+
+  Raises:
+    RunError: `directory` is not replaceable (`check_replaceable`).
   """
   directory = os.path.abspath(directory)
-  old = None
-  if os.path.lexists(directory):
-    old = f"{directory}.old{os.getpid()}"
-    shutil.rmtree(old, ignore_errors=True)
-    os.rename(directory, old)
-  os.rename(tmp, directory)
-  if old is not None:
-    shutil.rmtree(old, ignore_errors=True)
+  fd = os.open(os.path.dirname(directory), os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    check_replaceable(directory, ours)
+    old = None
+    if os.path.lexists(directory):
+      old = f"{directory}.old{os.getpid()}"
+      shutil.rmtree(old, ignore_errors=True)
+      os.rename(directory, old)
+    os.rename(tmp, directory)
+    if old is not None:
+      shutil.rmtree(old, ignore_errors=True)
+  finally:
+    os.close(fd)  # Closing releases the lock.
 
 
 # --- fingerprints -------------------------------------------------------------

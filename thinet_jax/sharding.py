@@ -141,6 +141,16 @@ def is_main_process() -> bool:
   return jax.process_index() == 0
 
 
+def main_pid() -> int:
+  """Process 0's pid, on every process (names what they write together)."""
+  if jax.process_count() == 1:
+    return os.getpid()
+  from jax.experimental import multihost_utils
+
+  pid = np.int64(os.getpid() if is_main_process() else 0)
+  return int(multihost_utils.broadcast_one_to_all(pid))
+
+
 def sync(name: str) -> None:
   """Waits until every process reaches `name` (nothing on one process)."""
   if jax.process_count() > 1:

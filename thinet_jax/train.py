@@ -50,6 +50,7 @@ from thinet_jax.checkpoints import (  # noqa: F401 (train's public names)
   SpecMismatchError,
   TrainState,
   abstract_variables,
+  check_destination,
   create_state,
   has_checkpoint,
   load_model,

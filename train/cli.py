@@ -63,7 +63,7 @@ USER_ERRORS = (
   KeyError,  # Unknown groups, criteria.
   FileNotFoundError,  # Missing model directories, datasets, weights.
   FloatingPointError,  # NaN/inf, with the tensor named.
-  PermissionError,
+  OSError,  # A full or read-only disk, a path that is a file: the OS's words.
 )
 
 

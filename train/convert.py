@@ -17,8 +17,31 @@ preprocessing: `--config.preprocessing=torchvision` for torchvision weights,
 """
 
 import argparse
+import os
+import sys
 
 from thinet_jax import interop, profile, train
+from train.cli import USER_ERRORS, one_line
+
+
+def check(args: argparse.Namespace) -> None:
+  """Every argument checked before the weights are read (ValueError or
+  FileNotFoundError naming the argument and the fix)."""
+  if args.image_size < 1:
+    raise ValueError(
+      f"--image_size must be a positive number of pixels, got {args.image_size}"
+    )
+  if args.source == "torchvision":
+    interop.torchvision_spec(args.arch)
+  else:
+    interop.keras_spec(args.arch)
+  if not os.path.isfile(args.weights):
+    what = "is a directory" if os.path.isdir(args.weights) else "not found"
+    raise FileNotFoundError(
+      f"--weights {args.weights!r}: {what}; pass the weights file "
+      "(.safetensors, .pth, .pt or .h5)"
+    )
+  train.check_destination(args.out)
 
 
 def main(argv=None) -> None:
@@ -38,7 +61,23 @@ def main(argv=None) -> None:
   )
   parser.add_argument("--out", required=True, help="model directory")
   parser.add_argument("--image_size", type=int, default=224)
+  parser.add_argument(
+    "--traceback",
+    action="store_true",
+    help="show the Python traceback of an input error instead of one line",
+  )
   args = parser.parse_args(argv)  # fmt: skip
+  try:
+    check(args)
+    _convert(args)
+  except USER_ERRORS as e:
+    if args.traceback:
+      raise
+    print(f"train.convert: error: {one_line(e)}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _convert(args: argparse.Namespace) -> None:
   convert = (
     interop.from_torchvision if args.source == "torchvision"
     else interop.from_keras
