@@ -83,7 +83,8 @@ import sys
 from conftest import random_variables
 from test_train import SPEC
 from thinet_jax import train
-train.save_model(sys.argv[1], SPEC, random_variables(SPEC, 8, int(sys.argv[2])), 8)
+variables = random_variables(SPEC, 8, int(sys.argv[2]))
+train.save_model(sys.argv[1], SPEC, variables, 8)
 """
 
 
