@@ -3,6 +3,7 @@ checkpoints, counts and pruning, and train.prune end to end on a Linen
 and an NNX factory (runlocal)."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -221,6 +222,64 @@ def test_train_prune_to_a_flops_budget_on_a_factory(tmp_path):
   first = report["steps"][0]
   predicted = allocation["predicted_errors"][first["group"]]
   assert first["relative_error"] == pytest.approx(predicted, abs=2e-4)
+
+
+EDITED = "tests.user_nets:edited_cnn"
+
+
+def test_a_models_identity_is_its_traced_program(monkeypatch):
+  """The program digest is the same for two builds of one code, and
+  differs when the factory's code changes the computation but not a
+  single parameter (ReLU -> GELU) or a width."""
+  digest = lambda: factories.program_digest(
+    factories.build(EDITED, 16, 1)[0], 16
+  )  # noqa: E731
+  relu = digest()
+  assert digest() == relu
+  monkeypatch.setenv("THINET_TEST_ACTIVATION", "gelu")
+  gelu = digest()
+  monkeypatch.setenv("THINET_TEST_WIDTH", "6")
+  assert len({relu, gelu, digest()}) == 3
+
+
+def test_a_model_directory_of_an_edited_factory_says_so(tmp_path, monkeypatch):
+  """A model directory whose factory now builds another width: one error
+  naming the factory and the leaf, not 'corrupt or truncated'."""
+  net, variables = factories.build(EDITED, 16, 1)
+  train.save_model(str(tmp_path / "model"), net, variables, 16)
+  monkeypatch.setenv("THINET_TEST_WIDTH", "6")
+  with pytest.raises(ValueError, match="does not fit the model that") as e:
+    train.load_model(str(tmp_path / "model"))
+  assert "tests.user_nets:edited_cnn" in str(e.value)
+  assert "is stored as" in str(e.value) and "corrupt" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_a_resume_under_edited_model_code_stops_before_any_work(tmp_path):
+  """train.prune finished under ReLU, run again after the factory was
+  edited to GELU (same parameters): it stops before any work, naming the
+  change and the two ways on; under ReLU again it prints its result."""
+  _, variables = factories.build(EDITED, 32, 1)
+  path = tmp_path / "start.msgpack"
+  path.write_bytes(flax.serialization.to_bytes(_random(variables)))
+  args = (
+    f"--config.model={EDITED}", f"--config.init_checkpoint={path}",
+    "--config.groups=('stem',)", "--config.keep_ratio=0.5",
+  )  # fmt: skip
+  _command("prune", tmp_path / "prune", *args)
+  env = {**os.environ, "THINET_TEST_ACTIVATION": "gelu"}
+  proc = subprocess.run(
+    [sys.executable, "-m", "train.prune",
+     "--config=configs/fmnist_vgg16_thinet.py:runlocal",
+     f"--workdir={tmp_path / 'prune'}", *args],
+    capture_output=True, text=True, cwd=ROOT, timeout=900, env=env,
+  )  # fmt: skip
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert "the model's computation changed" in proc.stderr
+  assert "--config.restart_from=start" in proc.stderr
+  assert "baseline" not in proc.stdout  # no work: not even the evaluation
+  again = _command("prune", tmp_path / "prune", *args)
+  assert "holds a finished run" in again.stdout
 
 
 def test_bad_factory_paths_name_the_problem():

@@ -1,8 +1,12 @@
 """Model factories as a user writes them, for the commands' tests:
 `--config.model=tests.user_nets:linen_cnn` (Flax Linen, a residual add,
-BatchNorm, dropout) and `tests.user_nets:nnx_cnn` (Flax NNX)."""
+BatchNorm, dropout) and `tests.user_nets:nnx_cnn` (Flax NNX);
+`tests.user_nets:edited_cnn`, whose code a test "edits" between runs
+(its activation and width from the environment)."""
 
 from __future__ import annotations
+
+import os
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -50,3 +54,26 @@ class NNXCNN(nnx.Module):
 
 def nnx_cnn(rngs: nnx.Rngs) -> nnx.Module:
   return NNXCNN(rngs)
+
+
+class EditedCNN(nn.Module):
+  """A model whose author edits it: the activation (relu or gelu: the
+  same parameters, another computation) and the stem's width."""
+
+  activation: str = "relu"
+  width: int = 8
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    act = nn.gelu if self.activation == "gelu" else nn.relu
+    x = act(nn.Conv(self.width, (3, 3), name="stem")(x))
+    x = act(nn.Conv(12, (3, 3), name="conv2")(x))
+    return nn.Dense(10, name="head")(jnp.mean(x, axis=(1, 2)))
+
+
+def edited_cnn() -> nn.Module:
+  """The code as it stands: THINET_TEST_ACTIVATION, THINET_TEST_WIDTH."""
+  return EditedCNN(
+    os.environ.get("THINET_TEST_ACTIVATION", "relu"),
+    int(os.environ.get("THINET_TEST_WIDTH", "8")),
+  )

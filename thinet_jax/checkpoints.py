@@ -132,6 +132,9 @@ class Checkpointer:
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
       abstract,
     )
+    mismatch = self._mismatch(step, abstract, meta)
+    if mismatch:
+      raise ModelMismatchError(mismatch)
     try:
       restored = self.manager.restore(
         step,
@@ -143,6 +146,39 @@ class Checkpointer:
         f"spec or this optimizer: {e}"
       ) from e
     return spec, restored, meta["extra"]
+
+  def _mismatch(self, step: int, abstract: Any, meta: dict) -> str | None:
+    """Why the stored arrays do not fit `abstract` (the model the metadata
+    rebuilds today), or None: read from the checkpoint's own array
+    metadata, before any data is restored."""
+    import json
+
+    path = os.path.join(self.directory, str(step), "state", "_METADATA")
+    try:
+      with open(path) as f:
+        stored = json.load(f)["tree_metadata"]
+    except (OSError, ValueError, KeyError):
+      return None  # an older layout: the restore itself checks
+    shapes = {}
+    for key, value in stored.items():
+      info = value.get("value_metadata", {})
+      if "write_shape" in info:
+        shapes[_key_path(key)] = tuple(info["write_shape"])
+    want = {
+      "/".join(str(getattr(k, "name", getattr(k, "key", k))) for k in p): x
+      for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]
+    }
+    model = meta.get("factory") or "the preset's spec"
+    for name, x in want.items():
+      if name in shapes and shapes[name] != tuple(x.shape):
+        return (
+          f"{self.directory} does not fit the model that {model} builds "
+          f"now: {name} is stored as {list(shapes[name])}, the model has "
+          f"{list(x.shape)}; the factory's code or arguments changed since "
+          "it was saved: restore that code, or start again from a model "
+          "saved under the new code"
+        )
+    return None
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -171,6 +207,22 @@ def model_of(meta: dict[str, Any]) -> Model:
 
 def model_keys(meta: dict[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in meta.items() if k not in ("image_size", "extra")}
+
+
+def _key_path(key: str) -> str:
+  """An Orbax metadata key ("('params', 'conv1', 'kernel')") as "a/b/c"."""
+  import ast
+
+  try:
+    parts = ast.literal_eval(key)
+  except (ValueError, SyntaxError):
+    return key
+  return "/".join(str(p) for p in parts) if isinstance(parts, tuple) else key
+
+
+class ModelMismatchError(ValueError):
+  """A model directory's arrays do not fit the model its metadata rebuilds
+  (the factory's code changed since it was saved)."""
 
 
 class SpecMismatchError(ValueError):
@@ -255,6 +307,8 @@ def load_model(directory: str) -> tuple[Model, dict[str, Any], dict]:
     meta = _model_meta(ckpt, directory)
     try:
       spec, state, _ = ckpt.restore()
+    except ModelMismatchError:
+      raise
     except Exception as e:  # noqa: BLE001 (any read failure is corruption)
       raise _corrupt(directory, _parameter_in(str(e)), e) from None
   finally:

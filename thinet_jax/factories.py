@@ -371,6 +371,18 @@ def graph_of(model: Any, image_size: int) -> depgraph.Traced:
   )
 
 
+def program_digest(model: Any, image_size: int) -> str:
+  """The identity of a model's computation: `program.digest` of its traced
+  inference function at `image_size` (primitives, shapes, static
+  parameters; not its values). A factory whose code changed (an
+  activation, a width) digests differently, so a resumed run can tell."""
+  net = nets.of(model)
+  program = program_lib.make_program(
+    net.infer, net.abstract(image_size), example(net, image_size)
+  )
+  return program_lib.digest(program)
+
+
 def widths(base: nets.Net, net: nets.Net) -> list[dict[str, Any]]:
   """Every group of the unpruned model: original and kept width."""
   return [

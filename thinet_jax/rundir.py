@@ -41,6 +41,9 @@ from typing import Any
 import numpy as np
 
 FINGERPRINT = "fingerprint.json"
+# The fingerprint field holding the digest of the starting model's traced
+# program (`factories.program_digest`): its change is named on its own.
+PROGRAM_FIELD = "start_model_program_sha256"
 
 
 class RunError(ValueError):
@@ -418,6 +421,15 @@ def check_steps(
 
 
 def _mismatch_message(where: str, diff: list[str], name: str | None) -> str:
+  if any(d.startswith(PROGRAM_FIELD) for d in diff):
+    step = f"step {name!r}" if name else "this step"
+    return (
+      f"{where}: the model's computation changed since {step} was made "
+      "(its traced program differs: the factory's code, its arguments or "
+      "the library changed); restore the code it was made with to resume, "
+      "or start over under the new code: a new --workdir, or "
+      "--config.restart_from=start"
+    )
   shown = "; ".join(diff[:6])
   if len(diff) > 6:
     shown += f"; and {len(diff) - 6} more"

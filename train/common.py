@@ -328,12 +328,13 @@ def _fine_tunes_before_final(config: ml_collections.ConfigDict) -> bool:
 
 
 def determinants(
-  config: ml_collections.ConfigDict, variables: dict[str, Any]
+  config: ml_collections.ConfigDict, model, variables: dict[str, Any]
 ) -> dict[str, Any]:
   """What every step of a run depends on: the library version, the
-  starting model's values (sha256) and the config's fields, less those of
-  the plan and the final fine-tune (recorded by the steps they reach), and
-  less the fine-tune fields when no step before the final one trains."""
+  starting model's computation (the digest of its traced program) and
+  values (sha256), and the config's fields, less those of the plan and
+  the final fine-tune (recorded by the steps they reach), and less the
+  fine-tune fields when no step before the final one trains."""
   import thinet_jax
 
   skip = set(NOT_DETERMINING + PLAN_FIELDS + FINAL_FIELDS)
@@ -341,6 +342,7 @@ def determinants(
     skip |= set(TRAINING_FIELDS)
   return {
     "library": thinet_jax.__version__,
+    rundir.PROGRAM_FIELD: factories.program_digest(model, config.image_size),
     "start_model_sha256": rundir.tree_hash(variables),
     "config": {k: v for k, v in config.to_dict().items() if k not in skip},
   }

@@ -31,7 +31,7 @@ def main(argv):
     run = common.setup(config)
     step = rundir.Step(
       "train", os.path.join(workdir, rundir.FINGERPRINT),
-      {**common.determinants(config, run.variables),
+      {**common.determinants(config, run.spec, run.variables),
        "final": common.final_determinants(config)},
       tuple(os.path.join(workdir, p) for p in
             ("checkpoints", "metrics.jsonl", rundir.FINGERPRINT)),

@@ -175,7 +175,7 @@ def main(argv):
 def _prune(config, workdir, checked, clock):
   run = common.setup(config)
   base_spec, base_vars = run.spec, run.variables
-  context = common.determinants(config, base_vars)
+  context = common.determinants(config, base_spec, base_vars)
   method = pipeline.PruneOptions(
     config.criterion, config.least_squares, config.ridge, config.stats_mode,
     config.samples_per_image, config.centred, config.bn_batches,

@@ -115,6 +115,40 @@ class Program:
     return out
 
 
+def digest(program: Program) -> str:
+  """sha256 of what a program computes: its inputs' paths, shapes and
+  dtypes, every equation's primitive, static parameters, operands and
+  output shapes, and its constants' values. Two traces of one model hash
+  equal; a changed activation, width, layer or constant does not. Python
+  names (of functions, of jitted helpers) are inlined away and not hashed.
+  """
+  import hashlib
+  import re
+
+  h = hashlib.sha256()
+
+  def add(*parts):
+    text = "|".join(str(p) for p in parts)
+    h.update(re.sub(r"0x[0-9a-fA-F]+", "0x", text).encode())
+    h.update(b"\n")
+
+  args = [""] * len(program.arg_ids)  # the model's inputs have no path
+  for v, path in zip(program.inputs, program.leaf_paths + args, strict=True):
+    add("in", v, path, program.shapes[v], program.dtypes[v])
+  for v in sorted(program.consts):
+    value = np.ascontiguousarray(np.asarray(program.consts[v]))
+    add("const", v, value.dtype, value.shape)
+    h.update(value.tobytes())
+  for eqn in program.eqns:
+    params = sorted((k, repr(p)) for k, p in eqn.params.items())
+    operands = [a if isinstance(a, int) else repr(a.value) for a in eqn.inputs]
+    shapes = [(program.shapes[o], program.dtypes[o]) for o in eqn.outputs]
+    add(eqn.name, params, operands, eqn.outputs, shapes)
+  add("out", [o if isinstance(o, int) else repr(o.value)
+              for o in program.outputs])  # fmt: skip
+  return h.hexdigest()
+
+
 def path_name(path: Sequence[Any]) -> str:
   """A pytree key path as "a/b/c" (dict keys, attributes, indices)."""
   parts = []
