@@ -231,9 +231,10 @@ def test_a_models_identity_is_its_traced_program(monkeypatch):
   """The program digest is the same for two builds of one code, and
   differs when the factory's code changes the computation but not a
   single parameter (ReLU -> GELU) or a width."""
-  digest = lambda: factories.program_digest(
-    factories.build(EDITED, 16, 1)[0], 16
-  )  # noqa: E731
+
+  def digest():
+    return factories.program_digest(factories.build(EDITED, 16, 1)[0], 16)
+
   relu = digest()
   assert digest() == relu
   monkeypatch.setenv("THINET_TEST_ACTIVATION", "gelu")
