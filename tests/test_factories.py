@@ -145,6 +145,72 @@ def test_variables_read_from_checkpoints(tmp_path, fmt):
   jax.tree.map(np.testing.assert_array_equal, got, variables)
 
 
+def _save(variables, path):
+  if path.suffix == ".msgpack":
+    path.write_bytes(flax.serialization.to_bytes(variables))
+  else:
+    from safetensors.numpy import save_file
+
+    flat = flax.traverse_util.flatten_dict(variables, sep="/")
+    save_file({k: np.asarray(v) for k, v in flat.items()}, str(path))
+
+
+@pytest.mark.parametrize("fmt", ["msgpack", "safetensors"])
+def test_a_start_checkpoint_with_nan_is_refused_naming_the_leaf(tmp_path, fmt):
+  """Under jit relu(NaN) is 0, so logits cannot reveal NaN weights: the
+  variables are checked where they are read."""
+  _, variables = factories.build(LINEN, 16, 1)
+  variables = jax.tree.map(np.array, variables)
+  variables["params"]["block_conv1"]["kernel"][0, 0, 0, 3] = np.nan
+  path = tmp_path / f"v.{fmt}"
+  _save(variables, path)
+  with pytest.raises(FloatingPointError, match="params/block_conv1/kernel"):
+    factories.read_variables(str(path), variables)
+
+
+def test_unreadable_checkpoints_name_the_file(tmp_path):
+  _, variables = factories.build(LINEN, 16, 1)
+  good = tmp_path / "good.msgpack"
+  _save(variables, good)
+  (tmp_path / "cut.msgpack").write_bytes(good.read_bytes()[:100])
+  (tmp_path / "empty.msgpack").write_bytes(b"")
+  (tmp_path / "empty.safetensors").write_bytes(b"")
+  (tmp_path / "junk.safetensors").write_bytes(b"\x08\x00" + b"x" * 30)
+  (tmp_path / "emptydir").mkdir()
+  for name in ("cut.msgpack", "empty.msgpack", "empty.safetensors",
+               "junk.safetensors", "emptydir"):  # fmt: skip
+    with pytest.raises(ValueError, match="cannot be read as") as e:
+      factories.read_variables(str(tmp_path / name), variables)
+    assert name in str(e.value)
+
+
+def test_variables_the_model_lacks_are_named(tmp_path):
+  _, variables = factories.build(LINEN, 16, 1)
+  more = {**variables, "params": {**variables["params"], "old": {"w": 1.0}}}
+  _save(jax.tree.map(np.asarray, more), tmp_path / "v.msgpack")
+  with pytest.warns(UserWarning, match="first: params/old/w"):
+    got = factories.read_variables(str(tmp_path / "v.msgpack"), variables)
+  jax.tree.map(np.testing.assert_array_equal, got, variables)
+
+
+def test_train_main_refuses_a_nan_start_in_one_line(tmp_path):
+  _, variables = factories.build(LINEN, 32, 1)
+  variables = jax.tree.map(np.array, variables)
+  variables["params"]["head"]["bias"][:] = np.inf
+  _save(variables, tmp_path / "v.msgpack")
+  proc = subprocess.run(
+    [sys.executable, "-m", "train.main",
+     "--config=configs/fmnist_vgg16.py:runlocal",
+     f"--workdir={tmp_path / 'run'}", f"--config.model={LINEN}",
+     f"--config.init_checkpoint={tmp_path / 'v.msgpack'}"],
+    capture_output=True, text=True, cwd=ROOT, timeout=600,
+  )  # fmt: skip
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert lines[-1].startswith("train.main: error: "), proc.stderr[-2000:]
+  assert "params/head/bias" in lines[-1] and "Traceback" not in proc.stderr
+
+
 def test_checkpoint_of_another_model_is_refused(tmp_path):
   _, variables = factories.build(LINEN, 16, 1)
   path = tmp_path / "v.msgpack"

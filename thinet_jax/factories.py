@@ -30,13 +30,14 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from thinet_jax import depgraph, nets
+from thinet_jax import checks, depgraph, nets
 from thinet_jax.depgraph import program as program_lib
 from thinet_jax.depgraph import run as run_lib
 
@@ -271,30 +272,60 @@ def rebuild(meta: dict) -> nets.Net:
 def read_variables(path: str, like: Any) -> Any:
   """Variables from a checkpoint, checked against `like` (the model's
   variables or their shapes): an Orbax directory, a flax msgpack file or a
-  .safetensors file (keys: leaf paths joined by "/")."""
+  .safetensors file (keys: leaf paths joined by "/").
+
+  Raises:
+    FileNotFoundError: no such file or directory.
+    ValueError: an unknown format, a file that cannot be read as its
+      format (empty, truncated, corrupt; the file named), or variables
+      that do not fit the model (the first one named).
+    checks.NonFiniteError: a variable holds NaN or inf (named).
+  """
   if not os.path.exists(path):
     raise FileNotFoundError(f"checkpoint {path!r} does not exist")
   if os.path.isdir(path):
     import orbax.checkpoint as ocp
 
-    with ocp.StandardCheckpointer() as ckpt:
-      restored = ckpt.restore(os.path.abspath(path))
+    what = "an Orbax checkpoint directory"
+    read = lambda: _orbax(ocp, path)  # noqa: E731
   elif path.endswith(".safetensors"):
     from safetensors.numpy import load_file
 
-    flat = load_file(path)
-    restored = _unflatten(flat)
+    what = "a .safetensors file"
+    read = lambda: _unflatten(load_file(path))  # noqa: E731
   elif path.endswith((".msgpack", ".flax")):
     import flax.serialization
 
-    with open(path, "rb") as f:
-      restored = flax.serialization.msgpack_restore(f.read())
+    what = "a flax msgpack file"
+
+    def read():
+      with open(path, "rb") as f:
+        restored = flax.serialization.msgpack_restore(f.read())
+      if not isinstance(restored, dict):
+        raise TypeError(f"it holds a {type(restored).__name__}, not a dict")
+      return restored
+
   else:
     raise ValueError(
       f"unknown checkpoint format {path!r}: use an Orbax directory, a "
       ".msgpack file (flax.serialization.to_bytes) or a .safetensors file"
     )
+  try:
+    restored = read()
+  except Exception as e:  # noqa: BLE001 (any failure to parse: corrupt)
+    detail = " ".join(str(e).split())[:200]
+    raise ValueError(
+      f"checkpoint {path!r} cannot be read as {what} ({type(e).__name__}: "
+      f"{detail}); is it empty, truncated or of another format?"
+    ) from None
   return _match(restored, like, path)
+
+
+def _orbax(ocp, path: str) -> Any:
+  if not os.listdir(path):
+    raise FileNotFoundError("the folder is empty")
+  with ocp.StandardCheckpointer() as ckpt:
+    return ckpt.restore(os.path.abspath(path))
 
 
 def _unflatten(flat: dict) -> dict:
@@ -309,7 +340,9 @@ def _unflatten(flat: dict) -> dict:
 
 
 def _match(restored: Any, like: Any, path: str) -> Any:
-  """`restored` in `like`'s structure, every leaf's shape checked."""
+  """`restored` in `like`'s structure, every leaf's shape checked and
+  finite; variables the model does not have are left out with a warning
+  (a layer the factory no longer builds)."""
   want = dict(
     (program_lib.path_name(p), s)
     for p, s in jax.tree_util.tree_flatten_with_path(like)[0]
@@ -334,9 +367,19 @@ def _match(restored: Any, like: Any, path: str) -> Any:
         f"{tuple(np.shape(s))}"
       )
     leaves.append(jnp.asarray(x, program_lib.struct(s).dtype))
-  return jax.tree_util.tree_unflatten(
+  extra = sorted(set(got) - set(want))
+  if extra:
+    warnings.warn(
+      f"checkpoint {path} holds {len(extra)} variables the model does not "
+      f"have (first: {extra[0]}); they are left out: was a layer removed "
+      "from the model factory?",
+      stacklevel=3,
+    )
+  variables = jax.tree_util.tree_unflatten(
     jax.tree_util.tree_structure(like), leaves
   )
+  checks.check_finite(variables, f"checkpoint {path}")
+  return variables
 
 
 def count(net: nets.Net, image_size: int) -> dict[str, int]:

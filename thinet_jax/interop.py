@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from thinet_jax import presets
+from thinet_jax import checks, presets
 from thinet_jax.spec import POOL, ModelSpec
 from thinet_jax.weight_files import (  # noqa: F401 (interop's public names)
   InteropError,
@@ -304,7 +304,9 @@ def _convert(tensors: list[_Tensor], lookup: Callable[[str], Any],
     for target in flat:
       if target.startswith("batch_stats/") and target.endswith("/var"):
         flat[target] = flat[target] + np.float32(bn_epsilon - OUR_BN_EPSILON)
-  return _unflatten(flat)
+  variables = _unflatten(flat)
+  checks.check_finite(variables, where)
+  return variables
 
 
 def _unflatten(flat: dict[str, np.ndarray]) -> dict[str, Any]:
