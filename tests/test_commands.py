@@ -12,13 +12,18 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", ["fmnist_vgg16", "fmnist_resnet"])
-def test_describe_runlocal(tmp_path, config):
+@pytest.mark.parametrize(
+  "config, model",
+  [("fmnist_vgg16", ""), ("fmnist_resnet", ""),
+   ("fmnist_vgg16", "tests.user_nets:nnx_cnn")],
+)  # fmt: skip
+def test_describe_runlocal(tmp_path, config, model):
   result = subprocess.run(
     [
       sys.executable, "-m", "train.describe",
       f"--config=configs/{config}.py:runlocal",
       f"--workdir={tmp_path}", "--config.batch_size=8",
+      *([f"--config.model={model}"] if model else []),
     ],
     capture_output=True, text=True, cwd=ROOT, timeout=600,
   )  # fmt: skip

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests import user_nets
 from thinet_jax import depgraph, factories, train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -347,6 +348,41 @@ def test_a_resume_under_edited_model_code_stops_before_any_work(tmp_path):
   assert "baseline" not in proc.stdout  # no work: not even the evaluation
   again = _command("prune", tmp_path / "prune", *args)
   assert "holds a finished run" in again.stdout
+
+
+def test_describe_any_model(tmp_path):
+  """describe on a factory's Net (it raised AttributeError: no 'family'):
+  totals equal the model's count, every consumer of every group is
+  reported, and a consumer's zero fraction equals the fraction of zeros
+  of its input computed with Flax itself (block_conv2 reads
+  relu(bn1(block_conv1(...))))."""
+  from thinet_jax import describe
+
+  net, variables = factories.build(LINEN, 16, 1)
+  variables = _random(variables, seed=1)
+  variables["params"]["bn1"]["bias"] = variables["params"]["bn1"]["bias"] - 1
+  rng = np.random.default_rng(0)
+  batches = [
+    {"image": rng.normal(size=(4, 16, 16, 1)).astype(np.float32),
+     "label": rng.integers(0, 10, 4)} for _ in range(2)
+  ]  # fmt: skip
+  report = describe.describe(net, variables, batches, 16)
+  assert {k: report[k] for k in ("params", "flops")} == factories.count(net, 16)
+  names = {c.name for g in net.traced.groups for c in g.consumers}
+  assert set(report["consumers"]) == names
+  module = user_nets.linen_cnn()
+  zeros = []
+  for b in batches:
+    _, state = module.apply(
+      variables, b["image"], capture_intermediates=True,
+      mutable=["intermediates"],
+    )  # fmt: skip
+    bn1 = np.asarray(state["intermediates"]["bn1"]["__call__"][0])
+    zeros.append((np.maximum(bn1, 0) == 0).mean(axis=(1, 2, 3)))
+  got = report["consumers"]["block_conv2"]
+  assert got["zero_fraction"] == pytest.approx(np.concatenate(zeros).mean())
+  assert got["input_shape"] == [4, 8, 8, 12]
+  assert 0 < got["zero_fraction"] < 1
 
 
 def test_bad_factory_paths_name_the_problem():

@@ -1,8 +1,10 @@
 """What a model is and costs: profile, captured consumer inputs, throughput.
 
 The foundation's end-to-end job (`python -m train.describe`): it touches every
-piece a pruning run stands on (spec, model, profiler, data pipeline,
+piece a pruning run stands on (model, traced program, data pipeline,
 activation capture under jit) on real data, and measures the eval forward.
+Any model the library reads is described the same way: a preset's spec or
+a `Net` of any factory (pruned or not), through its traced program.
 """
 
 from __future__ import annotations
@@ -16,12 +18,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from thinet_jax import models, profile, progress
-from thinet_jax.spec import ModelSpec
+from thinet_jax import factories, nets, progress
+from thinet_jax.depgraph import cost
+
+
+def profile(model: Any, image_size: int) -> dict[str, Any]:
+  """{"image_size", "params", "flops", "layers"} of a preset's spec or any
+  Net at `image_size`, read off its (pruned) traced program: the rows
+  `profile.format_table` prints (`depgraph.cost.layers`)."""
+  traced = factories.graph_of(model, image_size)
+  example = factories.example(model, image_size)
+  totals = cost.count(traced, example)
+  return {
+    "image_size": image_size, **totals,
+    "layers": cost.layers(traced, example),
+  }  # fmt: skip
 
 
 def describe(
-  spec: ModelSpec,
+  model: Any,
   variables: dict[str, Any],
   batches: Iterable[dict[str, np.ndarray]],
   image_size: int,
@@ -30,26 +45,37 @@ def describe(
   """Runs the jitted eval forward and activation capture over `batches`.
 
   Args:
-    spec, variables: the model.
+    model, variables: a preset's ModelSpec or any Net, and its variables.
     batches: dicts with "image" [B, S, S, C] and "label" [B] (and "mask").
     image_size: S, for the profile.
     num_batches: stop after this many batches (None: all).
 
   Returns:
     A JSON-ready report: profile totals and layers, accuracy on the batches,
-    per consumer its input shape and fraction of zeros (what APoZ counts),
-    and the measured eval throughput (images/s, excluding compilation).
+    per consumer of every prunable group its input shape and fraction of
+    zeros (what APoZ counts), and the measured eval throughput (images/s,
+    excluding compilation).
   """
-  prof = profile.count(spec, image_size)
-  forward = jax.jit(models.build(spec).apply)
+  net = nets.of(model)
+  prof = profile(net, image_size)
+  traced = factories.graph_of(net, image_size)
+  inputs = {}  # consumer name -> its input's value id (a layer applied
+  for g in traced.groups:  # twice: its first input)
+    for c in g.consumers:
+      inputs.setdefault(c.name, c.input)
+  values = sorted(set(inputs.values()))
+  forward = jax.jit(net.infer)
+
+  def captured(variables, images):
+    got = traced.capture(variables, images, values=values)
+    return {k: got[v] for k, v in inputs.items()}
 
   @jax.jit
   def zeros_per_consumer(variables, images, mask):
     """Sum over real examples of each consumer input's zero fraction."""
-    captured = models.consumer_inputs(spec, variables, images)
     return {
-      k: jnp.sum(jnp.mean(v == 0, axis=tuple(range(1, v.ndim))) * mask)
-      for k, v in captured.items()
+      k: jnp.sum(jnp.mean(x == 0, axis=tuple(range(1, x.ndim))) * mask)
+      for k, x in captured(variables, images).items()
     }
 
   correct = total = seconds = 0.0
@@ -73,14 +99,12 @@ def describe(
     for k, v in zeros_per_consumer(variables, images, mask).items():
       zeros[k] = zeros.get(k, 0.0) + float(v)
     if not shapes:
-      captured = jax.eval_shape(
-        lambda v, x: models.consumer_inputs(spec, v, x), variables, images
-      )
-      shapes = {k: list(v.shape) for k, v in captured.items()}
+      structs = jax.eval_shape(captured, variables, images)
+      shapes = {k: list(x.shape) for k, x in structs.items()}
   if total == 0:
     raise ValueError("no examples to describe: the eval split is empty")
   return {
-    "model": spec.to_dict(),
+    "model": net.meta,
     "image_size": image_size,
     "params": prof["params"],
     "flops": prof["flops"],

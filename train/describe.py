@@ -14,7 +14,7 @@ import os
 import jax
 from absl import flags, logging
 
-from thinet_jax import data, describe, models, profile, train
+from thinet_jax import data, describe, profile
 from train import common
 
 common.define_flags()
@@ -25,15 +25,11 @@ def main(argv):
   config, workdir, _ = common.start(argv)
   os.makedirs(workdir, exist_ok=True)
   common.validate_training(config)
-  spec = common.checkpoint_spec(config)
-  print(profile.format_table(profile.count(spec, config.image_size)))
+  common.checkpoint_spec(config)  # the checkpoint fits config.model
+  run = common.setup(config)
+  model, variables = run.spec, run.variables
+  print(profile.format_table(describe.profile(model, config.image_size)))
   trained = bool(config.init_checkpoint)
-  if trained:
-    spec, variables, _ = train.load_model(config.init_checkpoint)
-  else:
-    variables = models.init(
-      spec, jax.random.key(config.seed), config.image_size
-    )
   eval_data = data.dataset(
     config.dataset,
     config.eval_split,
@@ -45,7 +41,7 @@ def main(argv):
   )
   n = None if config.eval_batches < 0 else config.eval_batches
   report = describe.describe(
-    spec, variables, eval_data, config.image_size, num_batches=n
+    model, variables, eval_data, config.image_size, num_batches=n
   )
   report["config"] = config.to_dict()
   path = os.path.join(workdir, "report.json")

@@ -67,6 +67,57 @@ def count(model: Traced, *example: Any) -> dict[str, int]:
   return {"params": n_params, "flops": 2 * macs}
 
 
+def layers(model: Traced, *example: Any) -> list[dict[str, Any]]:
+  """Per-layer rows of the (pruned) model on `example`: every convolution
+  and dense layer that reads a parameter kernel, in program order.
+
+  Each row: name (the kernel's layer name, `graph.layer_names`), kind
+  ("conv" / "dense"), kernel (window..., in, out), stride, output (the
+  output's shape less the batch axis, channels last), params (the
+  kernel's) and flops (as `count`).
+  """
+  from thinet_jax.depgraph import rules
+
+  example = tuple(program_lib.struct(x) for x in example)
+  program, plan = model.plan_for(example)
+  producers = program.producers()
+  paths = dict(zip(program.leaf_ids, program.leaf_paths, strict=True))
+  names = model.graph.layer_names
+  rows = []
+  for eqn in program.eqns:
+    if eqn.name not in ("conv_general_dilated", "dot_general"):
+      continue
+    lhs, rhs = program_lib.values(eqn.inputs)[:2]
+    leaf = rules.leaf_of(program, rhs, producers)
+    if leaf is None:
+      continue
+    out_shape = plan.new_shape(eqn.outputs[0])
+    kernel = plan.new_shape(rhs)
+    if eqn.name == "conv_general_dilated":
+      _, k_spec, o_spec = eqn.params["dimension_numbers"]
+      window = [kernel[a] for a in k_spec[2:]]
+      shape = (*window, kernel[k_spec[1]], kernel[k_spec[0]])
+      output = (*[out_shape[a] for a in o_spec[2:]], out_shape[o_spec[1]])
+      stride = int(eqn.params["window_strides"][0])
+      macs = int(np.prod(out_shape)) * int(np.prod(kernel)) // max(shape[-1], 1)
+      kind = "conv"
+    else:
+      (contract, _), _ = eqn.params["dimension_numbers"]
+      lhs_shape = plan.new_shape(lhs)
+      n_in = int(np.prod([lhs_shape[a] for a in contract]))
+      shape = (n_in, int(np.prod(kernel)) // max(n_in, 1))
+      output = tuple(out_shape[1:])
+      stride = 1
+      macs = int(np.prod(out_shape)) * n_in
+      kind = "dense"
+    rows.append({
+      "name": names[paths[leaf]], "kind": kind, "kernel": list(shape),
+      "stride": stride, "output": list(output),
+      "params": int(np.prod(kernel)), "flops": 2 * macs,
+    })  # fmt: skip
+  return rows
+
+
 def cost_model(
   model: Traced, names: Sequence[str], *example: Any, metric: str = "flops"
 ) -> CostModel:
