@@ -214,3 +214,51 @@ def test_prune_rejects_bad_keep_and_variables():
     depgraph.prune(model, variables, group, np.arange(4), {"nope": np.ones(4)})
   with pytest.raises(KeyError, match="groups: features_0"):
     model.group("features_9")
+
+
+def _misuse():
+  """(call, phrase) pairs: each call misuses the API on plain_cnn."""
+  model, variables, x, _, _ = _traced("plain_cnn")
+  other, _, _, _, _ = _traced("frozen_bn")
+  group = model.group("features_1")
+  params = variables["params"]
+  missing = {**variables, "params": {k: v for k, v in params.items()
+                                     if k != "classifier"}}  # fmt: skip
+  extra = {**variables, "params": {**params, "more": {"w": jnp.ones(3)}}}
+  wrong = jax.tree.map(lambda a: a, variables)
+  wrong["params"]["features_1"] = {
+    "kernel": jnp.ones((3, 3, 8, 7), jnp.float32)
+  }
+
+  def step(v=variables, g=group, **kw):
+    return lambda: depgraph.prune_group(model, v, g, [x], **kw)
+
+  return {
+    "group of another model": (
+      step(g=other.group("c1")), "not one of this model's groups"
+    ),
+    "a group name": (step(g="features_1"), "use model.group"),
+    "missing leaf": (step(v=missing), "lack params/classifier/"),
+    "extra leaf": (step(v=extra), "hold params/more/w"),
+    "wrong shape": (step(v=wrong), "params/features_1/kernel has shape"),
+    "nan ridge": (step(ridge=float("nan")), "ridge must be a finite"),
+    "ratio as text": (step(keep_ratio="0.5"), "keep_ratio must be a number"),
+    "ratio None": (step(keep_ratio=None), "keep_ratio must be a number"),
+    "fractional count": (step(n_keep=3.5), "n_keep must be an integer"),
+    "count too large": (step(n_keep=13), r"n_keep must be in \[1, 12\]"),
+    "collect, other group": (
+      lambda: depgraph.collect(model, variables, other.group("c1"), [x]),
+      "not one of this model's groups",
+    ),
+    "prune, wrong shape": (
+      lambda: depgraph.prune(model, wrong, group, np.arange(4)),
+      "has shape",
+    ),
+  }  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(_misuse()))
+def test_api_misuse_is_one_value_error_before_any_work(case):
+  call, phrase = _misuse()[case]
+  with pytest.raises(ValueError, match=phrase):
+    call()

@@ -8,6 +8,10 @@ same fields with the same meaning.
 from __future__ import annotations
 
 import dataclasses
+import numbers
+from math import inf
+
+import numpy as np
 
 TARGETS = ("current", "original")
 REFITS = ("scales", "kernel")
@@ -73,8 +77,15 @@ class PruneOptions:
       )
     if self.mode not in stats.MODES:
       raise ValueError(f"mode must be one of {stats.MODES}, got {self.mode!r}")
-    if self.ridge < 0:
-      raise ValueError(f"ridge must be >= 0, got {self.ridge}")
+    if not (isinstance(self.ridge, numbers.Real) and 0 <= self.ridge < inf):
+      raise ValueError(f"ridge must be a finite number >= 0, got {self.ridge}")
+    for name in ("bn_batches", "samples_per_image"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    for name in ("least_squares", "centred"):
+      if not isinstance(getattr(self, name), bool | np.bool_):
+        raise ValueError(f"{name} must be True or False")
     if self.bn_batches < 0:
       raise ValueError(f"bn_batches must be >= 0, got {self.bn_batches}")
     if self.samples_per_image < 1:

@@ -50,6 +50,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -182,12 +183,16 @@ def forward_order(gram: jax.Array, cross: jax.Array | None = None) -> jax.Array:
 
 def keep_count(channels: int, keep_ratio: float) -> int:
   """`int(C * keep_ratio)`, at least 1 (the official code's rounding)."""
-  if not 0.0 < keep_ratio <= 1.0:
+  if (
+    isinstance(keep_ratio, bool)
+    or not isinstance(keep_ratio, numbers.Real)
+    or not 0.0 < float(keep_ratio) <= 1.0
+  ):
     raise ValueError(
-      f"keep_ratio must be in (0, 1] (the fraction of channels kept), got "
-      f"{keep_ratio}"
+      "keep_ratio must be a number in (0, 1] (the fraction of channels "
+      f"kept), got {keep_ratio!r}"
     )
-  return max(1, int(channels * keep_ratio))
+  return max(1, int(channels * float(keep_ratio)))
 
 
 def keep_indices(order: jax.Array, n_keep: int) -> jax.Array:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import math
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -107,6 +108,11 @@ def validate_training(config: ml_collections.ConfigDict) -> None:
       f"{', '.join(presets.names())}) nor a model factory "
       "'package.module:function'"
     )
+  for field, value in config.items():  # nan passes every `< 0` check
+    if isinstance(value, float) and not math.isfinite(value):
+      raise app.UsageError(
+        f"config.{field} must be a finite number, got {value}"
+      )
   if config.schedule not in ("cosine", "step", "constant"):
     raise app.UsageError(
       'config.schedule must be "cosine", "step" or "constant", got '

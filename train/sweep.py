@@ -40,10 +40,68 @@ flags.adopt_module_key_flags(common.cli)
 def main(argv):
   config, workdir, start = common.start(argv)
   common.require_checkpoint(config, "train.sweep")
-  common.validate_training(config)
-  common.checkpoint_spec(config)
+  validate(config)
   with common.locked(workdir):
     _sweep(config, workdir, start)
+
+
+def validate(config) -> None:
+  """Every field of a train.sweep config, checked before any data is read
+  or anything compiled: a bad value fails in a second, naming the field."""
+  from absl import app
+
+  from thinet_jax import select
+
+  common.validate_training(config)
+  ratios = config.keep_ratios
+  if not isinstance(ratios, list | tuple) or not ratios:
+    raise app.UsageError(
+      "config.keep_ratios must list at least one keep ratio in (0, 1], "
+      f"e.g. '--config.keep_ratios=(0.5,0.75)'; got {ratios!r}"
+    )
+  for r in ratios:
+    try:
+      select.keep_count(1, r)
+    except ValueError as e:
+      raise app.UsageError(f"config.keep_ratios: {e}") from None
+  if not config.criteria:
+    raise app.UsageError("config.criteria must name at least one criterion")
+  for c in config.criteria:
+    if c not in select.CRITERIA:
+      raise app.UsageError(
+        f"config.criteria: {c!r} is not a criterion; known: "
+        f"{', '.join(select.CRITERIA)}"
+      )
+  steps = config.finetune_steps
+  if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+    raise app.UsageError(
+      f"config.finetune_steps must be an integer >= 0, got {steps!r}"
+    )
+  for field in ("images_per_class", "samples_per_image"):
+    if config[field] < 1:
+      raise app.UsageError(f"config.{field} must be >= 1, got {config[field]}")
+  try:
+    sweep_options(config).check(has_reference=True)
+  except (ValueError, KeyError) as e:
+    raise app.UsageError(f"config: {common.one_line(e)}") from None
+  model = common.checkpoint_spec(config)
+  known = [g.name for g in factories.graph_of(model, config.image_size).groups]
+  unknown = [g for g in config.groups if g not in known]
+  if unknown:
+    raise app.UsageError(
+      f"config.groups: no prunable group {unknown[0]!r}; the model's groups: "
+      f"{', '.join(known)}"
+    )
+
+
+def sweep_options(config) -> PruneOptions:
+  """The method's options a sweep config sets (the criterion per line)."""
+  return PruneOptions(
+    least_squares=config.least_squares, ridge=config.ridge,
+    mode=config.stats_mode, samples_per_image=config.samples_per_image,
+    centred=config.get("centred", False),
+    target=config.get("target", "current"),
+  )  # fmt: skip
 
 
 def _write(config, workdir, start, result):
@@ -91,12 +149,7 @@ def compare(config, run) -> dict[str, Any]:
     else [g.name for g in traced.groups]
   )  # fmt: skip
   names = list(config.groups) or default
-  options = PruneOptions(
-    least_squares=config.least_squares, ridge=config.ridge,
-    mode=config.stats_mode, samples_per_image=config.samples_per_image,
-    centred=config.get("centred", False),
-    target=config.get("target", "current"),
-  )  # fmt: skip
+  options = sweep_options(config)
   batches = common.stats_batches(config)
   key = jax.random.key(config.seed)
   reference = (traced, variables) if options.target == "original" else None

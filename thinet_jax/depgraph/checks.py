@@ -14,8 +14,10 @@ layer with the largest magnitude.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
+import jax
 import numpy as np
 
 from thinet_jax import checks
@@ -86,3 +88,79 @@ def nonfinite_error(
   return checks.NonFiniteError(
     f"NaN or inf in {what}: {where}; check the model's variables and the data"
   )
+
+
+def check_group(model: Traced, group: Any) -> None:
+  """Raises ValueError unless `group` is one of `model.groups` (a group of
+  another traced model indexes other channels)."""
+  from thinet_jax.depgraph.graph import Group
+
+  if not isinstance(group, Group):
+    raise ValueError(
+      f"group must be one of model.groups (a depgraph Group), got "
+      f"{type(group).__name__}; use model.group(name)"
+    )
+  for g in model.groups:
+    if g is group or (
+      g.name == group.name
+      and g.width == group.width
+      and np.array_equal(g.channels, group.channels)
+    ):
+      return
+  raise ValueError(
+    f"group {group.name!r} is not one of this model's groups (was it taken "
+    "from another traced model?); use model.group(name) of the model you "
+    "prune"
+  )
+
+
+def check_variables(model: Traced, variables: Any) -> None:
+  """Raises ValueError unless `variables` has exactly the leaves and
+  shapes the (possibly pruned) `model` expects, naming the first one that
+  is missing, extra or of another shape."""
+  from thinet_jax.depgraph.cost import pruned_structs
+  from thinet_jax.depgraph.program import path_name
+
+  def shapes(tree):
+    return {
+      path_name(p): tuple(np.shape(x))
+      for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+  want, got = shapes(pruned_structs(model)), shapes(variables)
+  missing = [p for p in want if p not in got]
+  extra = [p for p in got if p not in want]
+  if missing or extra:
+    what = (
+      f"lack {missing[0]}" + (f" and {len(missing) - 1} more" if
+                              len(missing) > 1 else "")
+      if missing else
+      f"hold {extra[0]}, which the model does not have"
+    )  # fmt: skip
+    raise ValueError(
+      f"variables {what}: they are not this model's (pass the variables "
+      "the model was traced with, or those its last prune returned)"
+    )
+  for p, shape in want.items():
+    if got[p] != shape:
+      raise ValueError(
+        f"variables: {p} has shape {got[p]}, the model expects {shape} "
+        "(variables of another width: pass those its last prune returned)"
+      )
+
+
+def keep_number(width: int, keep_ratio: Any, n_keep: Any) -> int:
+  """The checked count of channels to keep: `n_keep` when given (an
+  integer in [1, width]), else `select.keep_count(width, keep_ratio)`
+  for a real keep_ratio in (0, 1]."""
+  from thinet_jax import select
+
+  if n_keep is not None:
+    if isinstance(n_keep, bool) or not isinstance(n_keep, numbers.Integral):
+      raise ValueError(
+        f"n_keep must be an integer number of channels, got {n_keep!r}"
+      )
+    if not 1 <= n_keep <= width:
+      raise ValueError(f"n_keep must be in [1, {width}], got {n_keep}")
+    return int(n_keep)
+  return select.keep_count(width, keep_ratio)

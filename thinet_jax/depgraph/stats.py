@@ -43,7 +43,11 @@ import numpy as np
 from thinet_jax import progress as progress_lib
 from thinet_jax import sharding
 from thinet_jax.depgraph import program as program_lib
-from thinet_jax.depgraph.checks import nonfinite_error
+from thinet_jax.depgraph.checks import (
+  check_group,
+  check_variables,
+  nonfinite_error,
+)
 from thinet_jax.depgraph.graph import Consumer, Group
 from thinet_jax.depgraph.model import Traced
 from thinet_jax.stats import MODES, GroupStats, Target, conv_gram, dense_gram
@@ -302,6 +306,10 @@ def collect(
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
   if mode == "sampled" and key is None:
     raise ValueError("mode='sampled' needs a PRNG key: key=jax.random.key(0)")
+  check_group(model, group)
+  check_variables(model, variables)
+  if reference is not None:
+    check_variables(*reference)
   mesh = sharding.data_mesh()
   has_target = reference is not None
   totals: dict[str, list] = {}

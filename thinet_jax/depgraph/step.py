@@ -27,7 +27,9 @@ import jax
 import numpy as np
 
 from thinet_jax import reconstruct, select
+from thinet_jax.checks import NonFiniteError
 from thinet_jax.depgraph import refit as refit_lib
+from thinet_jax.depgraph.checks import check_group, check_variables, keep_number
 from thinet_jax.depgraph.graph import Group
 from thinet_jax.depgraph.model import Traced
 from thinet_jax.depgraph.stats import collect, combine
@@ -157,6 +159,12 @@ def fit(
       )
     else:
       w = np.ones(len(keep), np.float32)
+    if not np.all(np.isfinite(w)):
+      raise NonFiniteError(
+        f"the least squares of consumer {name} gave non-finite scales (its "
+        "kept channels' Gram matrix is singular?): set a small ridge, e.g. "
+        "ridge=1e-6"
+      )
     scales[name] = w
 
     def error(t, w=None):
@@ -190,11 +198,9 @@ def _keep(
 ) -> np.ndarray:
   """The checked step's kept set: the criterion's first `n_keep`."""
   options.check()
-  width = model.width(group)
-  if not 1 <= n_keep <= width:
-    raise ValueError(
-      f"n_keep must be in [1, {width}] for {group.name}, got {n_keep}"
-    )
+  check_group(model, group)
+  check_variables(model, variables)
+  n_keep = keep_number(model.width(group), None, n_keep)
   first = next(iter(per_consumer.values()))
   if options.target == "original" and first.cross is None:
     raise ValueError(
@@ -353,8 +359,8 @@ def prune_group(
   elif option_fields:
     options = dataclasses.replace(options, **option_fields)
   options.check(has_reference=reference is not None)
-  if n_keep is None:
-    n_keep = select.keep_count(model.width(group), keep_ratio)
+  check_group(model, group)
+  n_keep = keep_number(model.width(group), keep_ratio, n_keep)
   key = jax.random.key(0) if key is None else key
   stats_key, select_key = jax.random.split(key)
   per_consumer = collect(

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from thinet_jax.depgraph.checks import check_group, check_variables
 from thinet_jax.depgraph.graph import Group
 from thinet_jax.depgraph.model import Traced
 from thinet_jax.depgraph.program import path_name
@@ -125,6 +126,8 @@ def prune(
   Returns:
     (pruned model, pruned variables).
   """
+  check_group(model, group)
+  check_variables(model, variables)
   keep, rank = rank_of(model, group, keep)
   scales = _per_consumer(scales, group, "scales")
   shifts = _per_consumer(shift, group, "shift")
