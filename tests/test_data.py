@@ -278,3 +278,9 @@ def test_large_dataset_statistics_sample_reads_only_its_records(
   for a, b in zip(in_memory, by_record, strict=True):
     for key in ("image", "label", "mask"):
       np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_a_data_dir_that_is_a_file_is_named(tmp_path):
+  (tmp_path / "afile").write_text("")
+  with pytest.raises(FileNotFoundError, match="is a file, not a folder"):
+    data.source("fashion_mnist", "train", str(tmp_path / "afile"))

@@ -385,6 +385,35 @@ def test_describe_any_model(tmp_path):
   assert 0 < got["zero_fraction"] < 1
 
 
+BROKEN = {
+  "syntax_error": ("def make(:\n  pass\n", "syntax error"),
+  "raises_on_import": ("raise RuntimeError('no GPU here')\n", "no GPU here"),
+  "raises_when_called": (
+    "def make():\n  raise KeyError('width')\n",
+    "raised KeyError",
+  ),
+  "fails_on_input": (
+    "import flax.linen as nn\n"
+    "class M(nn.Module):\n"
+    "  @nn.compact\n"
+    "  def __call__(self, x):\n"
+    "    return nn.Dense(3)(x.reshape(7, -1))\n"
+    "def make():\n  return M()\n",
+    r"failed on a \[1, 16, 16, 1\] input",
+  ),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_broken_factory_is_one_error_naming_it(tmp_path, monkeypatch, case):
+  source, phrase = BROKEN[case]
+  (tmp_path / f"broken_{case}.py").write_text(source)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  with pytest.raises(factories.FactoryError, match=phrase) as e:
+    factories.build(f"broken_{case}:make", 16, 1)
+  assert f"broken_{case}" in str(e.value)
+
+
 def test_bad_factory_paths_name_the_problem():
   with pytest.raises(factories.FactoryError, match="package.module:function"):
     factories.resolve("nocolon:")

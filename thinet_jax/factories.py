@@ -66,6 +66,16 @@ def resolve(path: str):
       f"model factory {path!r}: cannot import {module_name!r} ({e}); is it "
       "installed or on PYTHONPATH?"
     ) from None
+  except SyntaxError as e:
+    raise FactoryError(
+      f"model factory {path!r}: {e.filename}, line {e.lineno}: syntax "
+      f"error ({e.msg})"
+    ) from None
+  except Exception as e:  # noqa: BLE001 (the user's module raised)
+    raise FactoryError(
+      f"model factory {path!r}: importing {module_name!r} raised "
+      f"{type(e).__name__}: {e}"
+    ) from None
   target = module
   for part in attr.split("."):
     if not hasattr(target, part):
@@ -78,6 +88,18 @@ def resolve(path: str):
 
 def _instantiate(factory: str, kwargs: dict, seed: int):
   fn = resolve(factory)
+  try:
+    return _call(fn, kwargs, seed)
+  except FactoryError:
+    raise
+  except Exception as e:  # noqa: BLE001 (the user's code raised)
+    raise FactoryError(
+      f"model factory {factory!r} raised {type(e).__name__}: {e} (run it "
+      "with --traceback for where)"
+    ) from e
+
+
+def _call(fn, kwargs: dict, seed: int):
   kwargs = dict(kwargs)
   try:
     takes_rngs = "rngs" in inspect.signature(fn).parameters
@@ -109,20 +131,28 @@ def build(
     "kwargs": kwargs,
     "input": [image_size, image_size, in_channels],
   }
-  if isinstance(module, nn.Module):
-    variables = dict(module.init(jax.random.key(seed), example))
-    variables = {k: v for k, v in variables.items() if k != "intermediates"}
-    fns = _linen_fns(module)
-    meta["framework"] = "linen"
-  elif isinstance(module, nnx.Module):
-    fns, variables = _nnx_fns(module)
-    meta["framework"] = "nnx"
-  else:
+  if not isinstance(module, nn.Module | nnx.Module):
     raise FactoryError(
       f"model factory {factory!r} returned a {type(module).__name__}, not a "
       "Flax Linen or NNX module"
     )
-  traced = depgraph.trace(fns[0], variables, example)
+  try:
+    if isinstance(module, nn.Module):
+      variables = dict(module.init(jax.random.key(seed), example))
+      variables = {k: v for k, v in variables.items() if k != "intermediates"}
+      fns = _linen_fns(module)
+      meta["framework"] = "linen"
+    else:
+      fns, variables = _nnx_fns(module)
+      meta["framework"] = "nnx"
+    traced = depgraph.trace(fns[0], variables, example)
+  except Exception as e:  # noqa: BLE001 (the user's model raised)
+    raise FactoryError(
+      f"model factory {factory!r}: its model failed on a "
+      f"{list(example.shape)} input (NHWC float32 images): "
+      f"{type(e).__name__}: {' '.join(str(e).split())[:300]} (run with "
+      "--traceback for where)"
+    ) from e
   return _net(traced, fns, {**meta, "masks": {}}), variables
 
 

@@ -174,6 +174,11 @@ def source(
     DatasetNotFoundError: the dataset is not prepared; the message says how.
   """
   data_dir = os.path.expanduser(data_dir or default_data_dir())
+  if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    raise DatasetNotFoundError(
+      f"data_dir {data_dir!r} is a file, not a folder; point it at the "
+      "folder that holds (or will hold) the prepared datasets"
+    )
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
