@@ -51,6 +51,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # after it ("start", a group name, "head", "allocation", "final", or
   # "train" for train.main).
   config.restart_from = ""
+  # train.prune / train.sweep: with config.groups empty, prune only this
+  # many of the model's groups (0 = all of them): a preset's first group of
+  # each of its first n stages, any other model's first n groups.
+  # `:runlocal` sets 2.
+  config.smoke_groups = 0
   return apply_arg(config, arg)
 
 
@@ -66,18 +71,6 @@ PAPER_METHOD = {
   "target": "current",
   "refit": "scales",
 }
-
-
-def runlocal_groups(model: str) -> tuple[str, str]:
-  """The first group of each of the model's first two stages (conv1_1,
-  conv2_1 of a VGG; res2a/branch2a, res3a/branch2a of a ResNet)."""
-  from thinet_jax import groups, presets, procedure
-
-  spec = presets.get(model)
-  names = [g.name for g in groups.paper_groups(spec)]
-  ends = procedure.stage_ends(spec)
-  second = next(i + 1 for i, name in enumerate(names) if name in ends)
-  return names[0], names[second]
 
 
 def apply_arg(
@@ -101,7 +94,7 @@ def apply_arg(
   if "runlocal" not in parts:
     return config
   if prune:  # Two small groups, a few images, a few steps each.
-    config.groups = runlocal_groups(config.model)
+    config.smoke_groups = 2
     config.images_per_class = 2
     config.finetune_epochs = 1.0
     config.stage_end_epochs = 1.0

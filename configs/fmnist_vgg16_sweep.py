@@ -32,7 +32,7 @@ def get_config(arg: str | None = None):
 def apply_arg(config, arg):
   config = default.apply_arg(config, arg)
   if arg == "runlocal":  # Two groups, a few images, two ratios.
-    config.groups = ("conv1_1", "conv2_1")
+    config.smoke_groups = 2
     config.keep_ratios = (0.5, 0.75)
     config.images_per_class = 2
     config.finetune_steps = 2

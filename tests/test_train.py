@@ -600,11 +600,37 @@ def test_runlocal_groups_exist_in_the_configs_model(name):
   model (a VGG's names once broke the ResNet config)."""
   import importlib
 
+  from train import common
+
   config = importlib.import_module(f"configs.{name}").get_config("runlocal")
   spec = presets.get(config.model)
   ratio = config.keep_ratio
+  names = common.group_names(config, spec)
   plans = procedure.plan(
-    spec, list(config.groups),
-    list(ratio) if isinstance(ratio, tuple) else ratio,
+    spec, names, list(ratio) if isinstance(ratio, tuple) else ratio,
   )  # fmt: skip
   assert len(plans) == 2
+
+
+@pytest.mark.parametrize(
+  "config_name", ["fmnist_vgg16_thinet", "fmnist_vgg16_sweep"]
+)
+def test_runlocal_on_a_factory_takes_its_own_first_groups(config_name):
+  """A factory's model under `:runlocal` prunes its own first two groups
+  (the VGG preset's names were taken, and only worked where they matched)."""
+  import importlib
+
+  from thinet_jax import factories
+  from train import common
+
+  module = importlib.import_module(f"configs.{config_name}")
+  config = module.get_config("runlocal")
+  config.model = "tests.user_nets:nnx_cnn"
+  net, _ = factories.build(config.model, 16, 1)
+  got = common.group_names(config, net)
+  assert got == [g.name for g in net.traced.groups][:2] == ["conv1", "conv2"]
+  config.groups = ("conv2",)
+  assert common.group_names(config, net) == ["conv2"]
+  config.smoke_groups = 0
+  config.groups = ()
+  assert common.group_names(config, net) == [g.name for g in net.traced.groups]

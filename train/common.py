@@ -19,6 +19,7 @@ import ml_collections
 from thinet_jax import (
   data,
   factories,
+  groups,
   models,
   nets,
   presets,
@@ -90,6 +91,31 @@ def checkpoint_spec(config: ml_collections.ConfigDict) -> ModelSpec:
       f"{meta['image_size']}, the config says {config.image_size}"
     )
   return spec
+
+
+def group_names(config: ml_collections.ConfigDict, model) -> list[str]:
+  """The groups a train.prune / train.sweep config prunes, in order:
+  `config.groups`, else the model's default (a preset's paper groups, any
+  other model's groups); with `config.smoke_groups = n`, n of those (a
+  preset's first group of each of its first n stages, any other model's
+  first n)."""
+  from thinet_jax import procedure
+
+  spec = spec_of(model)
+  if config.groups:
+    names = list(config.groups)
+  elif spec is None:
+    names = [g.name for g in nets.of(model).traced.groups]
+  else:
+    names = [g.name for g in groups.paper_groups(spec)]
+  n = config.get("smoke_groups", 0)
+  if not n:
+    return names
+  if spec is None:
+    return names[:n]
+  ends = procedure.stage_ends(spec)
+  starts = [0] + [i + 1 for i, name in enumerate(names) if name in ends]
+  return [names[i] for i in starts[:n] if i < len(names)]
 
 
 def validate_training(config: ml_collections.ConfigDict) -> None:

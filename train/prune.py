@@ -24,7 +24,6 @@ from absl import app, flags
 from thinet_jax import (
   depgraph,
   factories,
-  groups,
   nets,
   pipeline,
   procedure,
@@ -132,11 +131,9 @@ def validate(config) -> Checked:
         "config.head (ThiNet-GAP) is for the presets only so far; a model "
         f"factory ({config.model}) keeps its own head: set config.head=''"
       )
-    names = list(config.groups) or [g.name for g in spec.traced.groups]
-  else:
-    if config.head:
-      spec = surgery.gap_spec(spec)
-    names = list(config.groups) or [g.name for g in groups.paper_groups(spec)]
+  elif config.head:
+    spec = surgery.gap_spec(spec)
+  names = common.group_names(config, spec)
   try:  # Unknown groups, a per-group list of the wrong length.
     procedure.plan(spec, names, ratios)
   except (KeyError, ValueError) as e:

@@ -23,7 +23,6 @@ from thinet_jax import (
   allocate,
   depgraph,
   factories,
-  groups,
   nets,
   report,
   sharding,
@@ -143,12 +142,7 @@ def compare(config, run) -> dict[str, Any]:
   """
   net, variables = nets.of(run.spec), run.variables
   traced = factories.graph_of(net, config.image_size)
-  spec = common.spec_of(net)
-  default = (
-    [g.name for g in groups.paper_groups(spec)] if spec is not None
-    else [g.name for g in traced.groups]
-  )  # fmt: skip
-  names = list(config.groups) or default
+  names = common.group_names(config, net)
   options = sweep_options(config)
   batches = common.stats_batches(config)
   key = jax.random.key(config.seed)
