@@ -460,6 +460,10 @@ def test_train_prune_on_a_linen_factory_end_to_end(tmp_path):
   # A factory's model does not name its feature maps: the default's
   # feature-map distillation is switched off, and says so.
   assert "feature-map distillation off" in proc.stdout
+  report = json.loads((prune_dir / "report.json").read_text())
+  assert report["config"]["distill_features"] == 0.0
+  assert "feature-map distillation off" in report["notes"][0]
+  assert "feature-map distillation off" in (prune_dir / "report.md").read_text()
   _, net, variables = _check_pruned(prune_dir, ("stem", "block_conv1"))
   assert variables["params"]["stem"]["kernel"].shape[-1] == 4
   assert variables["params"]["block_conv2"]["kernel"].shape[-1] == 4

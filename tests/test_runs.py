@@ -520,3 +520,27 @@ def test_report_lists_every_setting_and_the_plot_has_a_legend(tmp_path):
     if line.get_label() in labels[:2]
   }
   assert len(faces) == 2  # Hollow after pruning, filled after fine-tuning.
+
+
+def test_report_leaves_a_group_without_fine_tune_empty_and_lists_notes(
+  tmp_path,
+):
+  """A group with no fine-tune of its own has no fine-tuned accuracy (the
+  column once repeated the pruned one); the notes say what the run did
+  not do as configured."""
+  from thinet_jax import report
+
+  result = _synthetic_report()
+  result["steps"][1] = {**result["steps"][1], "accuracy_finetuned": None}
+  result["notes"] = ["feature-map distillation off: no named maps"]
+  report.write(str(tmp_path), result)
+  text = (tmp_path / "report.md").read_text()
+  assert "| conv1_1 | 16 -> 8 | 10 | 100 | 0.1000 | 0.8000 | 0.9000 |" in text
+  assert "| conv2_1 | 16 -> 8 | 10 | 100 | 0.1000 | 0.8000 |  |" in text
+  assert "- feature-map distillation off: no named maps" in text
+  fig = report.accuracy_figure(result)
+  tuned = [
+    line for line in fig.axes[0].get_lines()
+    if line.get_label() == "after the group's fine-tune"
+  ]  # fmt: skip
+  assert list(tuned[0].get_xdata()) == [1]

@@ -151,29 +151,29 @@ class Checkpointer:
     """Why the stored arrays do not fit `abstract` (the model the metadata
     rebuilds today), or None: read from the checkpoint's own array
     metadata, before any data is restored."""
-    import json
+    from absl import logging
 
-    path = os.path.join(self.directory, str(step), "state", "_METADATA")
+    path = os.path.join(self.directory, str(step), "state")
+    level = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # "no _CHECKPOINT_METADATA": fine
     try:
-      with open(path) as f:
-        stored = json.load(f)["tree_metadata"]
-    except (OSError, ValueError, KeyError):
-      return None  # an older layout: the restore itself checks
-    shapes = {}
-    for key, value in stored.items():
-      info = value.get("value_metadata", {})
-      if "write_shape" in info:
-        shapes[_key_path(key)] = tuple(info["write_shape"])
-    want = {
-      "/".join(str(getattr(k, "name", getattr(k, "key", k))) for k in p): x
-      for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]
+      with ocp.StandardCheckpointer() as reader:
+        tree = reader.metadata(path).item_metadata
+      leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    except Exception:  # noqa: BLE001 (an older layout: the restore checks)
+      return None
+    finally:
+      logging.set_verbosity(level)
+    stored = {
+      _path_name(p): tuple(x.shape) for p, x in leaves if hasattr(x, "shape")
     }
-    model = meta.get("factory") or "the preset's spec"
-    for name, x in want.items():
-      if name in shapes and shapes[name] != tuple(x.shape):
+    model = meta.get("factory") or "its preset spec"
+    for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+      name = _path_name(p)
+      if name in stored and stored[name] != tuple(x.shape):
         return (
           f"{self.directory} does not fit the model that {model} builds "
-          f"now: {name} is stored as {list(shapes[name])}, the model has "
+          f"now: {name} is stored as {list(stored[name])}, the model has "
           f"{list(x.shape)}; the factory's code or arguments changed since "
           "it was saved: restore that code, or start again from a model "
           "saved under the new code"
@@ -209,15 +209,12 @@ def model_keys(meta: dict[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in meta.items() if k not in ("image_size", "extra")}
 
 
-def _key_path(key: str) -> str:
-  """An Orbax metadata key ("('params', 'conv1', 'kernel')") as "a/b/c"."""
-  import ast
-
-  try:
-    parts = ast.literal_eval(key)
-  except (ValueError, SyntaxError):
-    return key
-  return "/".join(str(p) for p in parts) if isinstance(parts, tuple) else key
+def _path_name(path) -> str:
+  """A key path as "params/conv1/kernel" (dict keys and attributes)."""
+  return "/".join(
+    str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+    for k in path
+  )
 
 
 class ModelMismatchError(ValueError):

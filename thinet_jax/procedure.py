@@ -270,7 +270,7 @@ def run_procedure(
       )  # fmt: skip
       record["accuracy_pruned"] = evaluate(spec, variables)["accuracy"]
       checkpoints.save_model(pruned_dir, spec, variables, image_size, record)
-    accuracy = record["accuracy_pruned"]  # No fine-tune: nothing changed.
+    accuracy = None  # No fine-tune: no fine-tuned accuracy to report.
     if p.finetune_epochs > 0:
       variables = finetune(
         spec, variables, os.path.join(directory, "finetune"),

@@ -128,7 +128,7 @@ def markdown_table(report: dict[str, Any]) -> str:
       f"| {s['group']} | {s['width_before']} -> {s['width_after']} | "
       f"{s['params_after']:,} | {profile.human(s['flops_after'])} | "
       f"{s['relative_error']:.4f} | {s['accuracy_pruned']:.4f} | "
-      f"{s['accuracy_finetuned']:.4f} |"
+      f"{_accuracy(s.get('accuracy_finetuned'))} |"
     )
   p = report["pruned"]
   lines.append(
@@ -143,6 +143,12 @@ def markdown_table(report: dict[str, Any]) -> str:
     f"({100 * report['accuracy_change']:+.2f} points); {wall_time(report)}."
   )
   return "\n".join(lines)
+
+
+def _accuracy(value: float | None) -> str:
+  """A table cell: the accuracy, or empty where there is none (a group
+  without its own fine-tune)."""
+  return "" if value is None else f"{value:.4f}"
 
 
 def wall_time(report: dict[str, Any]) -> str:
@@ -209,10 +215,11 @@ def write(workdir: str, report: dict[str, Any]) -> None:
 
   _plots(workdir, report)
   config = report["config"]
+  notes = "".join(f"\n- {n}" for n in report.get("notes", []))
   text = (
     f"# ThiNet procedure: {config.get('model')} on {config.get('dataset')}"
     "\n\n" + markdown_table(report) + "\n\n## Settings\n\n"
-    + settings_table(config) + "\n"
+    + settings_table(config) + "\n" + (notes and "\nNotes:\n" + notes + "\n")
   )  # fmt: skip
   rundir.write_text(os.path.join(workdir, "report.md"), text)
   rundir.write_json(os.path.join(workdir, "report.json"), report)
@@ -230,9 +237,14 @@ def accuracy_figure(report: dict[str, Any]):
   fig, ax = plt.subplots(figsize=(max(6, len(steps) * 0.7), 4))
   x = list(range(1, len(steps) + 1))
   path_x, path_y = [0], [report["baseline"]["accuracy"]]
+  tuned = [(i, s["accuracy_finetuned"]) for i, s in enumerate(steps, 1)
+           if s.get("accuracy_finetuned") is not None]  # fmt: skip
   for i, s in enumerate(steps, 1):
-    path_x += [i - 0.5, i]
-    path_y += [s["accuracy_pruned"], s["accuracy_finetuned"]]
+    path_x.append(i - 0.5)
+    path_y.append(s["accuracy_pruned"])
+    if s.get("accuracy_finetuned") is not None:
+      path_x.append(i)
+      path_y.append(s["accuracy_finetuned"])
   path_x.append(len(steps) + 1)
   path_y.append(report["pruned"]["accuracy"])
   ax.plot(path_x, path_y, color="tab:blue", lw=1, alpha=0.6)
@@ -240,10 +252,11 @@ def accuracy_figure(report: dict[str, Any]):
     [i - 0.5 for i in x], [s["accuracy_pruned"] for s in steps], "o",
     mfc="white", color="tab:blue", label="right after pruning",
   )  # fmt: skip
-  ax.plot(
-    x, [s["accuracy_finetuned"] for s in steps], "o", color="tab:blue",
-    label="after the group's fine-tune",
-  )  # fmt: skip
+  if tuned:
+    ax.plot(
+      [i for i, _ in tuned], [a for _, a in tuned], "o", color="tab:blue",
+      label="after the group's fine-tune",
+    )  # fmt: skip
   ax.plot(
     [len(steps) + 1], [report["pruned"]["accuracy"]], "*", ms=12,
     color="tab:green", label="after the final fine-tune",

@@ -235,11 +235,14 @@ def _prune(config, workdir, checked, clock):
   batches = common.stats_batches(config)
   teacher = None
   features = config.distill_features
+  notes = []
   if features > 0 and nets.of(base_spec).features is None:
-    print(
+    notes.append(
       f"feature-map distillation off: {nets.of(base_spec).name} does not "
-      "name its feature maps (logits distillation only)"
+      "name its feature maps (logits distillation only; "
+      f"config.distill_features={features} not applied)"
     )
+    print(notes[-1])
     features = 0.0
   if config.distill_weight > 0 or features > 0:
     teacher = train.Teacher(  # Distil from the unpruned model.
@@ -295,6 +298,9 @@ def _prune(config, workdir, checked, clock):
   )  # fmt: skip
   result["wall"] = wall
   result["final_history"] = history  # One eval per final fine-tune epoch.
+  if notes:  # What the run did not do as configured, and why.
+    result["notes"] = notes
+    result["config"]["distill_features"] = 0.0
   if allocation is not None:
     result["allocation"] = allocation
   if head is not None:
@@ -331,12 +337,13 @@ def _step_printer(plans, clock):
       else ""
     )
     how = "resumed" if resumed else "done"
+    tuned = record.get("accuracy_finetuned")
+    tuned = "" if tuned is None else f", {tuned:.4f} fine-tuned"
     print(
       f"group {i + 1}/{len(plans)} {record['group']} {how}: "
       f"{record['width_before']} -> {record['width_after']} channels, "
       f"rel. error {record['relative_error']:.4f}, accuracy "
-      f"{record['accuracy_pruned']:.4f} pruned, "
-      f"{record['accuracy_finetuned']:.4f} fine-tuned "
+      f"{record['accuracy_pruned']:.4f} pruned{tuned} "
       f"[{minutes(clock.summary()['total_s'])} elapsed{eta}]",
       flush=True,
     )
