@@ -23,6 +23,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # subtracted, [0, 255]): what a model imported by thinet_jax.interop
   # expects (torchvision's / Keras's, Caffe's).
   config.preprocessing = ""
+  # Your own (mean, std) per channel in [0, 1] units, overriding the
+  # preprocessing's, e.g. '--config.normalization=((0.286,),(0.353,))';
+  # () = the preprocessing's own.
+  config.normalization = ()
   config.image_size = 32  # Input height/width; smaller images are zero-padded.
   # Train augmentation: zero padding before the random crop, in pixels.
   config.crop_pad = 4

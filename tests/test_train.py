@@ -634,3 +634,31 @@ def test_runlocal_on_a_factory_takes_its_own_first_groups(config_name):
   config.smoke_groups = 0
   config.groups = ()
   assert common.group_names(config, net) == [g.name for g in net.traced.groups]
+
+
+def test_a_users_own_normalization_reaches_the_data():
+  """config.normalization (mean, std) overrides the preprocessing's: the
+  images the commands read are (pixel / 255 - mean) / std."""
+  from absl import app
+
+  from thinet_jax import data
+  from train import common
+
+  config = default.get_config()
+  plain = next(iter(data.dataset(
+    "fashion_mnist", "test", batch_size=4, image_size=28, train=False,
+    **common.input_kwargs(config),
+  )))["image"]  # fmt: skip
+  config.normalization = ((0.5,), (0.25,))
+  common.validate_training(config)
+  own = next(iter(data.dataset(
+    "fashion_mnist", "test", batch_size=4, image_size=28, train=False,
+    **common.input_kwargs(config),
+  )))["image"]  # fmt: skip
+  mean, std = data.NORMALIZATION["fashion_mnist"]
+  pixels = np.asarray(plain) * std[0] + mean[0]  # back to [0, 1]
+  np.testing.assert_allclose(own, (pixels - 0.5) / 0.25, atol=1e-4)
+  for bad in (((0.5,), (0.0,)), ((0.5, 0.5), (0.25,)), (0.5,)):
+    config.normalization = bad
+    with pytest.raises(app.UsageError, match="config.normalization"):
+      common.validate_training(config)

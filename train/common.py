@@ -93,6 +93,19 @@ def checkpoint_spec(config: ml_collections.ConfigDict) -> ModelSpec:
   return spec
 
 
+def input_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """How images are preprocessed (`data.dataset`'s keywords): the config's
+  `preprocessing`, with `normalization` (mean, std) overriding its mean
+  and std when set."""
+  norm = config.get("normalization", ())
+  return {
+    "preprocessing": config.preprocessing,
+    "normalization": (
+      (tuple(norm[0]), tuple(norm[1])) if norm else None
+    ),
+  }  # fmt: skip
+
+
 def group_names(config: ml_collections.ConfigDict, model) -> list[str]:
   """The groups a train.prune / train.sweep config prunes, in order:
   `config.groups`, else the model's default (a preset's paper groups, any
@@ -139,6 +152,17 @@ def validate_training(config: ml_collections.ConfigDict) -> None:
       raise app.UsageError(
         f"config.{field} must be a finite number, got {value}"
       )
+  norm = config.get("normalization", ())
+  if norm:
+    try:
+      mean, std = (tuple(float(v) for v in part) for part in norm)
+      assert len(mean) == len(std) > 0 and all(v > 0 for v in std)
+    except (TypeError, ValueError, AssertionError):
+      raise app.UsageError(
+        "config.normalization must be (mean, std), one value per channel "
+        "in [0, 1] units and std > 0, e.g. "
+        f"'--config.normalization=((0.286,),(0.353,))'; got {norm!r}"
+      ) from None
   if config.schedule not in ("cosine", "step", "constant"):
     raise app.UsageError(
       'config.schedule must be "cosine", "step" or "constant", got '
@@ -192,7 +216,7 @@ def setup(config: ml_collections.ConfigDict) -> Run:
     return data.dataset(
       config.dataset, config.train_split, data_dir=data_dir,
       batch_size=per_process, image_size=config.image_size, train=True,
-      preprocessing=config.preprocessing, crop_pad=config.crop_pad,
+      **input_kwargs(config), crop_pad=config.crop_pad,
       seed=seed, num_epochs=None,
     )  # fmt: skip
 
@@ -206,7 +230,7 @@ def setup(config: ml_collections.ConfigDict) -> Run:
     ds = data.dataset(
       config.dataset, config.eval_split, data_dir=data_dir,
       batch_size=per_process, image_size=config.image_size, train=False,
-      preprocessing=config.preprocessing,
+      **input_kwargs(config),
     )  # fmt: skip
     n = -(-n_eval // config.batch_size)  # The last batch is padded.
     if config.eval_batches >= 0:
@@ -221,7 +245,7 @@ def input_channels(config: ml_collections.ConfigDict) -> int:
   ds = data.dataset(
     config.dataset, config.eval_split, data_dir=config.data_dir or None,
     batch_size=1, image_size=config.image_size, train=False,
-    preprocessing=config.preprocessing,
+    **input_kwargs(config),
   )  # fmt: skip
   return int(next(iter(ds))["image"].shape[-1])
 
@@ -310,7 +334,7 @@ def stats_batches(config: ml_collections.ConfigDict):
       data.pipeline(
         sample, batch_size=batch_size, image_size=config.image_size,
         train=False, dataset_name=config.dataset,
-        preprocessing=config.preprocessing, in_memory=images is not None,
+        **input_kwargs(config), in_memory=images is not None,
       ),
       -(-len(idx) // (batch_size * jax.process_count())),
     )  # fmt: skip

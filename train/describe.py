@@ -37,7 +37,7 @@ def main(argv):
     batch_size=config.batch_size // jax.process_count(),
     image_size=config.image_size,
     train=False,
-    preprocessing=config.preprocessing,
+    **common.input_kwargs(config),
   )
   n = None if config.eval_batches < 0 else config.eval_batches
   report = describe.describe(
