@@ -189,7 +189,7 @@ def keep_count(channels: int, keep_ratio: float) -> int:
     or not 0.0 < float(keep_ratio) <= 1.0
   ):
     raise ValueError(
-      "keep_ratio must be a number in (0, 1] (the fraction of channels "
+      "keep_ratio must be in (0, 1], a number (the fraction of channels "
       f"kept), got {keep_ratio!r}"
     )
   return max(1, int(channels * float(keep_ratio)))
