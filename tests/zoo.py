@@ -355,6 +355,26 @@ def _keras(name: str, shape=(4, 12, 12, 3)):
   return fn, variables, x
 
 
+def _jax_resnet(kind: str):
+  """A model of the jax-resnet package (PyPI), built as its README does,
+  at small widths: a basic-block ResNet or a ResNeXt (grouped 3x3)."""
+  import jax_resnet
+
+  if kind == "resnext":
+    block = functools.partial(
+      jax_resnet.ResNetBottleneckBlock, groups=2, base_width=64
+    )
+    stages = (1, 1)
+  else:
+    block, stages = jax_resnet.ResNetBlock, (2, 1)
+  module = jax_resnet.ResNet(
+    block, stage_sizes=stages, n_classes=5, hidden_sizes=(4, 8)
+  )
+  # inference: its BatchNorm reads the running averages unless batch_stats
+  # is mutable
+  return _linen(module, shape=(4, 16, 16, 3))
+
+
 def _linen(module, shape=(4, 12, 12, 3), **kwargs):
   x = jnp.asarray(np.random.default_rng(1).normal(size=shape), jnp.float32)
   # perturb draws every leaf: the initialisers' shapes are enough
@@ -472,6 +492,39 @@ ZOO = {
   ),
 }
 
+ZOO.update(
+  {
+    # The jax-resnet package: names as its Sequential and ConvBlock make them.
+    "jax_resnet": (
+      lambda: _jax_resnet("resnet"),
+      {
+        "layers_0/ConvBlock_0/Conv_0": 64,  # the stem
+        "layers_2/ConvBlock_0/Conv_0": 4,
+        "layers_2/ConvBlock_1/Conv_0": 4,  # stage 1's stream (3 producers)
+        "layers_3/ConvBlock_0/Conv_0": 4,
+        "layers_4/ConvBlock_0/Conv_0": 8,
+        "layers_4/ConvBlock_1/Conv_0": 8,  # stage 2's stream
+      },
+      {"layers_6": "output"},
+    ),
+    "jax_resnext": (
+      lambda: _jax_resnet("resnext"),
+      {
+        "layers_0/ConvBlock_0/Conv_0": 64,
+        "layers_2/ConvBlock_1/Conv_0": 4,  # the grouped 3x3's output
+        "layers_2/ConvBlock_2/Conv_0": 16,
+        "layers_3/ConvBlock_1/Conv_0": 8,
+        "layers_3/ConvBlock_2/Conv_0": 32,
+      },
+      {
+        "layers_5": "output",
+        # read only by the grouped 3x3, which is no consumer (statistics)
+        "layers_2/ConvBlock_0/Conv_0": "no convolution or dense layer reads",
+      },
+    ),
+  }
+)
+
 # Models that are pure functions of their variables (no Linen module).
 FUNCTIONS = ("keras_squeeze_excite", "keras_preact_resnet")
 
@@ -483,6 +536,13 @@ PRODUCERS = {
     "t/32": {"t/32", "t/34"},
   },
   "one_conv_residual": {"stem": {"stem", "res0", "res1"}},
+  "jax_resnet": {
+    "layers_2/ConvBlock_1/Conv_0": {
+      "layers_2/ConvBlock_1/Conv_0",
+      "layers_3/ConvBlock_1/Conv_0",
+      "layers_2/ResNetSkipConnection_0/ConvBlock_0/Conv_0",
+    },
+  },  # fmt: skip
   "examples_resnet": {
     "BottleneckResNetBlock_0/Conv_2": {
       "BottleneckResNetBlock_0/Conv_2",
