@@ -287,6 +287,10 @@ def test_a_dead_holders_lock_does_not_block(tmp_path):
     (("--config.target=best",), "config.target must be one of"),
     (("--config.distill_weight=2.0",), "config.distill_weight must be in"),
     (("--config.distill_features=-1.0",), "config.distill_features must be"),
+    # nan passes every "< 0" check: it ended in "training diverged".
+    (("--config.ridge=nan",), "config.ridge must be a finite number"),
+    (("--config.learning_rate=nan",), "config.learning_rate must be a finite"),
+    (("--config.momentum=inf",), "config.momentum must be a finite number"),
   ],
 )  # fmt: skip
 def test_bad_configs_fail_in_one_line_before_any_work(
@@ -302,6 +306,36 @@ def test_bad_configs_fail_in_one_line_before_any_work(
   assert message in lines[0]
   assert "baseline vgg16-fmnist:" not in result.stdout  # Nothing evaluated.
   assert not workdir.exists() or not any(workdir.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+  "extra,message",
+  [
+    (("--config.keep_ratios=()",), "config.keep_ratios must list"),
+    (("--config.keep_ratios=(0.5,1.5)",), "config.keep_ratios: keep_ratio"),
+    (("--config.criteria=('l2',)",), "'l2' is not a criterion"),
+    (("--config.finetune_steps=-1",), "config.finetune_steps must be"),
+    (("--config.groups=('conv9_9',)",), "no prunable group 'conv9_9'"),
+    (("--config.ridge=nan",), "config.ridge must be a finite number"),
+  ],
+)  # fmt: skip
+def test_bad_sweep_configs_fail_in_one_line_before_any_work(
+  small_model, tmp_path, extra, message
+):
+  """train.sweep checked its fields late (an unknown criterion after the
+  statistics) or never (finetune_steps=-1)."""
+  result = subprocess.run(
+    [sys.executable, "-m", "train.sweep",
+     "--config=configs/fmnist_vgg16_sweep.py:runlocal",
+     f"--workdir={tmp_path / 'run'}", f"--config.init_checkpoint={small_model}",
+     *extra],
+    capture_output=True, text=True, cwd=ROOT, timeout=600,
+  )  # fmt: skip
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = result.stderr.strip().splitlines()
+  assert lines[-1].startswith("train.sweep: error: ") and message in lines[-1]
+  assert "statistics" not in result.stderr + result.stdout
 
 
 @pytest.mark.slow
