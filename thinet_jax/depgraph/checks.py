@@ -26,10 +26,10 @@ from thinet_jax.depgraph.program import values as value_ids
 from thinet_jax.depgraph.rules import leaf_of
 
 
-def _layers(program, names: dict[str, str]) -> list[str]:
-  """Per equation, the layer it belongs to: the layer (`names`: leaf path
-  -> layer name) of a parameter it reads (through pass-through ops), else
-  the previous equation's."""
+def _layers(program, layer_names: dict[str, str]) -> list[str]:
+  """Per equation, the layer it belongs to: the layer (`layer_names`: leaf
+  path -> layer name) of a parameter it reads (through pass-through ops),
+  else the previous equation's."""
   paths = dict(zip(program.leaf_ids, program.leaf_paths, strict=True))
   producers = program.producers()
   names, current = [], "the input"
@@ -37,7 +37,7 @@ def _layers(program, names: dict[str, str]) -> list[str]:
     for v in value_ids(eqn.inputs):
       leaf = leaf_of(program, v, producers)
       if leaf is not None:
-        current = names[paths[leaf]]
+        current = layer_names[paths[leaf]]
         break
     names.append(current)
   return names
