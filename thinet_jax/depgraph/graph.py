@@ -412,14 +412,21 @@ class Graph:
       candidates, members, consumers, strict=True
     ):
       if not con:
+        grouped = any(
+          np.isin(self.channels_of(v, a), comps).any() for v, a in rec.grouped
+        )
         left_out.append(
           LeftOut(
             name,
             len(comps),
             "no convolution or dense layer reads these channels through a "
-            "parameter kernel",
+            "parameter kernel"
+            + (
+              " (a grouped convolution reads them: it has no ThiNet "
+              "statistics yet)" if grouped else ""
+            ),
           )
-        )
+        )  # fmt: skip
         continue
       groups.append(
         Group(

@@ -97,6 +97,7 @@ class Recorder:
     self.merges: list[Merge] = []
     self.producers: list[tuple[int, int, int]] = []  # (eqn, value, axis)
     self.sites: list[Site] = []
+    self.grouped: list[tuple[int, int]] = []  # grouped convs' (input, axis)
     self.fixed = self._fixed_values()
 
   def _fixed_values(self) -> set[int]:
@@ -433,6 +434,7 @@ def _conv(r: Recorder, index: int, eqn: Eqn) -> None:
     return
   # grouped: input c is kernel row c % per_group in group c // per_group;
   # removing one channel means removing it from every group (balanced).
+  r.grouped.append((lhs, ls[1]))
   r.edge(lhs, ls[1], np.arange(cin), rhs, rs[1], np.arange(cin) % per_group)
   r.edge(out, os[1], np.arange(cout), out, os[1], np.arange(cout) % outs)
 
