@@ -82,7 +82,7 @@ def apply_arg(config, arg):
     # each on 2 cores). The final fine-tune (this config's own schedule)
     # runs; the per-group one is the same code the Fashion-MNIST
     # runlocal configs run.
-    config.groups = config.groups[:1]
+    config.smoke_groups = 1
     config.finetune_epochs = 0.0
     config.stage_end_epochs = 0.0
   return config
