@@ -25,6 +25,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from thinet_jax import checks, nets, rundir, sharding
+from thinet_jax.depgraph.program import path_name
 from thinet_jax.nets import Net
 from thinet_jax.spec import ModelSpec
 
@@ -165,11 +166,11 @@ class Checkpointer:
     finally:
       logging.set_verbosity(level)
     stored = {
-      _path_name(p): tuple(x.shape) for p, x in leaves if hasattr(x, "shape")
+      path_name(p): tuple(x.shape) for p, x in leaves if hasattr(x, "shape")
     }
     model = meta.get("factory") or "its preset spec"
     for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]:
-      name = _path_name(p)
+      name = path_name(p)
       if name in stored and stored[name] != tuple(x.shape):
         return (
           f"{self.directory} does not fit the model that {model} builds "
@@ -207,14 +208,6 @@ def model_of(meta: dict[str, Any]) -> Model:
 
 def model_keys(meta: dict[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in meta.items() if k not in ("image_size", "extra")}
-
-
-def _path_name(path) -> str:
-  """A key path as "params/conv1/kernel" (dict keys and attributes)."""
-  return "/".join(
-    str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-    for k in path
-  )
 
 
 class ModelMismatchError(ValueError):

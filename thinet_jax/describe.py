@@ -26,11 +26,13 @@ def profile(model: Any, image_size: int) -> dict[str, Any]:
   """{"image_size", "params", "flops", "layers"} of a preset's spec or any
   Net at `image_size`, read off its (pruned) traced program: the rows
   `profile.format_table` prints (`depgraph.cost.layers`)."""
-  traced = factories.graph_of(model, image_size)
+  return _profile(factories.graph_of(model, image_size), model, image_size)
+
+
+def _profile(traced: Any, model: Any, image_size: int) -> dict[str, Any]:
   example = factories.example(model, image_size)
-  totals = cost.count(traced, example)
   return {
-    "image_size": image_size, **totals,
+    "image_size": image_size, **cost.count(traced, example),
     "layers": cost.layers(traced, example),
   }  # fmt: skip
 
@@ -57,8 +59,8 @@ def describe(
     excluding compilation).
   """
   net = nets.of(model)
-  prof = profile(net, image_size)
-  traced = factories.graph_of(net, image_size)
+  traced = factories.graph_of(net, image_size)  # traced once: profile too
+  prof = _profile(traced, net, image_size)
   inputs = {}  # consumer name -> its input's value id (a layer applied
   for g in traced.groups:  # twice: its first input)
     for c in g.consumers:

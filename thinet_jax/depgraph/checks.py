@@ -17,7 +17,6 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-import jax
 import numpy as np
 
 from thinet_jax import checks
@@ -119,13 +118,10 @@ def check_variables(model: Traced, variables: Any) -> None:
   shapes the (possibly pruned) `model` expects, naming the first one that
   is missing, extra or of another shape."""
   from thinet_jax.depgraph.cost import pruned_structs
-  from thinet_jax.depgraph.program import path_name
+  from thinet_jax.depgraph.surgery import flat_leaves
 
   def shapes(tree):
-    return {
-      path_name(p): tuple(np.shape(x))
-      for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
-    }
+    return {p: tuple(np.shape(x)) for p, x in flat_leaves(tree).items()}
 
   want, got = shapes(pruned_structs(model)), shapes(variables)
   missing = [p for p in want if p not in got]
